@@ -1,0 +1,63 @@
+"""``dermino <command>``: one entry point, each command registered by the module that owns it.
+
+Each command module exposes ``register(subparsers)``; it adds its parser and sets
+``func`` (called with the parsed args, returning an exit code). Modules are imported
+lazily-by-name here so a broken optional feature never breaks the whole CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> module that defines ``register(subparsers)``
+COMMANDS: dict[str, str] = {
+    "data": "dermino.data.cli",
+    "knowledge": "dermino.knowledge.cli",
+    "pretrain": "dermino.pretrain.cli",
+    "embed": "dermino.evaluate.cli_embed",
+    "evaluate": "dermino.evaluate.cli",
+    "segment": "dermino.segment.cli",
+    "report": "dermino.report.cli",
+    "demo": "dermino.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dermino", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("dermino"):
+                continue  # feature not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        # user errors: one clear line, no traceback (use -v for the traceback)
+        if args.verbose:
+            raise
+        print(f"dermino {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
