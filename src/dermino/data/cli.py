@@ -1,0 +1,133 @@
+"""``dermino data``: prepare, info, check, sample, download."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .adapters import ADAPTERS, DOWNLOADERS, build
+from .check import check_images
+from .info import format_summary, summarize
+from .manifest import read_manifest, require_valid, validate_manifest, write_manifest
+from .splits import assign_splits
+
+log = logging.getLogger("dermino.data")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="build, inspect and check image manifests")
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    q = sub.add_parser("prepare", help="turn a dataset folder into a manifest with splits")
+    q.add_argument("name", choices=sorted(ADAPTERS), help="dataset adapter")
+    q.add_argument("--root", required=True, type=Path, help="dataset folder (published layout)")
+    q.add_argument("--out", required=True, type=Path, help="manifest to write (.csv or .parquet)")
+    q.add_argument("--split-seed", type=int, default=0)
+    q.add_argument("--test-fraction", type=float, default=0.5, help="share of unassigned rows for test")
+    q.add_argument("--val-fraction", type=float, default=0.1, help="share of the new train part for val")
+    q.add_argument("--group-col", default="lesion_id", help="rows sharing this id stay in one split")
+    q.add_argument("--resplit", action="store_true", help="ignore official splits, re-assign every row")
+    q.add_argument("--csv", help="folder adapter: a CSV listing the images (relative to --root)")
+    q.add_argument("--map", help="folder adapter: column mapping, e.g. image=file,labels=diagnosis")
+    q.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra adapter option (repeatable), e.g. --opt include_test=false")
+    q.set_defaults(func=_prepare)
+
+    q = sub.add_parser("info", help="counts by source, split, label, sex, age band, skin type")
+    q.add_argument("manifest", type=Path)
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=_info)
+
+    q = sub.add_parser("check", help="validate a manifest and decode every file; exit 1 on any problem")
+    q.add_argument("manifest", type=Path)
+    q.add_argument("--workers", type=int, default=4)
+    q.add_argument("--no-decode", action="store_true", help="only validate the table and file existence")
+    q.add_argument("--no-masks", action="store_true", help="do not decode masks")
+    q.set_defaults(func=_check)
+
+    q = sub.add_parser("sample", help="write manifests of the bundled sample")
+    q.add_argument("--out", required=True, type=Path, help="folder for ham10000.csv, ph2.csv, isic2017.csv")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_sample)
+
+    q = sub.add_parser("download", help="fetch a dataset where its licence allows, else print how")
+    q.add_argument("name", choices=sorted(DOWNLOADERS))
+    q.add_argument("--out", required=True, type=Path)
+    q.set_defaults(func=_download)
+
+
+def _parse_opts(items: list[str]) -> dict[str, object]:
+    opts: dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--opt '{item}': expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        low = v.strip().lower()
+        opts[k.strip()] = True if low == "true" else False if low == "false" else v
+    return opts
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    opts = _parse_opts(args.opt)
+    if args.csv:
+        opts["csv"] = args.csv
+    if args.map:
+        opts["map"] = args.map
+    if (args.csv or args.map) and args.name != "folder":
+        raise ValueError("--csv/--map are options of the 'folder' adapter")
+    df = build(args.name, args.root, **opts)
+    missing = df.attrs.get("missing_images", [])
+    if len(df) == 0:
+        print(f"{args.name}: no images found under {args.root} ({len(missing)} listed but absent); "
+              "nothing written")
+        return 1
+    df = assign_splits(df, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+                       group_col=args.group_col or None, seed=args.split_seed,
+                       only_unassigned=not args.resplit)
+    require_valid(df, check_files=True, name=f"{args.name} manifest")
+    path = write_manifest(df, args.out)
+    counts = df["split"].value_counts().to_dict()
+    print(f"{args.name}: {len(df)} images -> {path}  splits {counts}"
+          + (f"  ({len(missing)} listed images missing)" if missing else ""))
+    if missing:
+        miss_path = path.with_name(path.stem + ".missing.txt")
+        miss_path.write_text("\n".join(missing) + "\n")
+        print(f"missing images listed in {miss_path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    s = summarize(read_manifest(args.manifest))
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    df = read_manifest(args.manifest)
+    problems = validate_manifest(df, check_files=True)
+    bad = [] if args.no_decode else check_images(df, workers=args.workers, masks=not args.no_masks)
+    for p in problems:
+        print(f"PROBLEM {p}")
+    for b in bad:
+        print(f"BAD {b}")
+    if problems or bad:
+        print(f"{args.manifest}: {len(problems)} table problem(s), {len(bad)} unreadable file(s)")
+        return 1
+    print(f"{args.manifest}: OK ({len(df)} rows)")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .sample import sample_manifests
+
+    for name, path in sample_manifests(args.out, seed=args.seed).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    DOWNLOADERS[args.name](args.out)
+    return 0
