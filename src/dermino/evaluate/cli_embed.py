@@ -1,0 +1,53 @@
+"""``dermino embed``: extract (and cache) features of a manifest with one backbone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("embed", help="extract and cache backbone features for a manifest")
+    p.add_argument("--backbone", required=True, help="registered name, e.g. dermino_vit_small_14")
+    p.add_argument("--weights", default=None, help="local checkpoint file")
+    p.add_argument("--manifest", required=True, help="manifest CSV/Parquet")
+    p.add_argument("--split", default=None, help="only rows of this split")
+    p.add_argument("--out", default=None, help="also write features to this .npy file")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[],
+                   help="EmbedConfig overrides, e.g. image_size=112 pool=cls+mean batch_size=32")
+    p.add_argument("--model-arg", dest="model_args", nargs="*", default=[],
+                   help="backbone constructor overrides, e.g. depth=2 embed_dim=64")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import yaml
+
+    from dermino.config import apply_overrides
+    from dermino.data.manifest import read_manifest
+    from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
+    from dermino.models import create
+
+    cfg = apply_overrides(EmbedConfig(), args.overrides)
+    df = read_manifest(args.manifest)
+    if args.split:
+        root = df.attrs["root"]
+        df = df[df["split"] == args.split].reset_index(drop=True)
+        df.attrs["root"] = root
+    kwargs = {}
+    for item in args.model_args:
+        if "=" not in item:
+            raise ValueError(f"--model-arg {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        kwargs[k] = yaml.safe_load(v)
+    model = create(args.backbone, weights=args.weights, **kwargs)
+    emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.out, emb.features)
+    print(json.dumps({"cache": str(emb.path), "key": emb.key, "rows": len(emb.features),
+                      "dim": int(emb.features.shape[1]), "computed_rows": emb.computed_rows,
+                      "transform": emb.meta["transform"]}, indent=2))
+    return 0

@@ -1,0 +1,245 @@
+"""Run an evaluation config: backbones x datasets x protocols -> results JSON, tables, plots.
+
+Layout of ``out_dir``::
+
+    config.yaml                the resolved config
+    results/*.json             one per (backbone, dataset, task) via dermino.results
+    predictions/*.npz          test predictions per cell (for paired comparisons)
+    tables/summary.{md,csv,html}, tables/comparisons.json
+    plots/*.png
+
+Features are extracted once per (backbone, dataset) through the embedding cache and every
+protocol reads them; test labels are only used to score predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermino.config import save_config, to_dict
+from dermino.data.manifest import read_manifest, split_labels
+from dermino.evaluate.config import DatasetSpec, EvalConfig
+from dermino.evaluate.embeddings import extract_embeddings
+from dermino.evaluate.fairness import fairness_report, group_columns
+from dermino.evaluate.fewshot import run_fewshot
+from dermino.evaluate.knn import knn_protocol
+from dermino.evaluate.linear import linear_protocol
+from dermino.evaluate.metrics import CLASSIFICATION_METRICS, classification_summary
+from dermino.evaluate.splits import carve_validation
+from dermino.evaluate.stats import bootstrap_ci
+from dermino.evaluate.task import EvalTask, Predictions
+from dermino.results import Metric, Result, result_filename, write_result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedDataset:
+    df: pd.DataFrame  # the rows evaluated (train/val/test only), manifest attrs kept
+    y: np.ndarray
+    split: np.ndarray
+    groups: np.ndarray
+    class_names: list[str]
+
+
+def _first_label(value: object) -> str:
+    labels = split_labels(value)
+    return labels[0] if labels else ""
+
+
+def prepare_dataset(spec: DatasetSpec, seed: int = 0) -> PreparedDataset:
+    """Read the manifest, choose labels and splits, carve validation by group if needed."""
+    df = read_manifest(spec.manifest)
+    root = df.attrs.get("root")
+    if spec.assign_test_fraction > 0:
+        from dermino.data.splits import assign_splits
+
+        df = assign_splits(df, test_fraction=spec.assign_test_fraction, val_fraction=0.0, seed=seed)
+        df.attrs["root"] = root
+    if spec.label_column not in df.columns:
+        raise ValueError(f"{spec.manifest}: no column {spec.label_column!r} (columns: {list(df.columns)})")
+    raw = [_first_label(v) for v in df[spec.label_column]]
+    split_map = {"train": "train", spec.val_split: "val", spec.test_split: "test"}
+    split = np.array([split_map.get(str(s), "none") for s in df["split"]])
+    if spec.val_split == spec.test_split:
+        raise ValueError(f"dataset {spec.name}: val_split and test_split are both {spec.val_split!r}")
+    labelled = np.array([bool(r) for r in raw])
+    keep = labelled & (split != "none")
+    if (split == "test").any() and not (keep & (split == "test")).any():
+        raise ValueError(f"{spec.manifest}: the {spec.test_split!r} rows carry no labels in {spec.label_column!r}")
+    if not (keep & (split == "test")).any():
+        raise ValueError(f"{spec.manifest}: no labelled rows with split {spec.test_split!r}")
+    if not (keep & (split == "train")).any():
+        raise ValueError(f"{spec.manifest}: no labelled train rows")
+    dropped = int((split != "none").sum() - keep.sum())
+    if dropped:
+        log.info("%s: %d rows without a label skipped", spec.name, dropped)
+    df = df[keep].reset_index(drop=True)
+    df.attrs["root"] = root
+    raw = [r for r, k in zip(raw, keep, strict=True) if k]
+    split = split[keep]
+
+    if spec.positive:
+        y = np.array([int(r == spec.positive) for r in raw])
+        class_names = [f"not {spec.positive}", spec.positive]
+        if not y.any():
+            raise ValueError(f"{spec.manifest}: positive label {spec.positive!r} never occurs")
+    else:
+        class_names = list(spec.classes) or sorted(set(raw))
+        index = {c: i for i, c in enumerate(class_names)}
+        missing = sorted(set(raw) - set(index))
+        if missing:
+            raise ValueError(f"{spec.manifest}: labels {missing} are not in the configured classes")
+        y = np.array([index[r] for r in raw])
+
+    groups = _groups(df)
+    rng = np.random.default_rng(seed)
+    sel = np.ones(len(df), dtype=bool)
+    for name, cap in (("train", spec.max_train), ("test", spec.max_test)):
+        rows = np.flatnonzero(split == name)
+        if cap and len(rows) > cap:
+            sel[rng.choice(rows, size=len(rows) - cap, replace=False)] = False
+    if spec.max_train:  # keep validation proportional to the reduced train set
+        rows = np.flatnonzero(split == "val")
+        cap = max(1, int(round(spec.max_train * spec.val_fraction)))
+        if len(rows) > cap:
+            sel[rng.choice(rows, size=len(rows) - cap, replace=False)] = False
+    df, y, split, groups = df[sel].reset_index(drop=True), y[sel], split[sel], groups[sel]
+    df.attrs["root"] = root
+    if not (split == "val").any():
+        tr = np.flatnonzero(split == "train")
+        val = carve_validation(groups[tr], y[tr], spec.val_fraction, seed)
+        split[tr[val]] = "val"
+        log.info("%s: carved %d validation rows from train by group", spec.name, int(val.sum()))
+    return PreparedDataset(df, y, split, groups, class_names)
+
+
+def _groups(df: pd.DataFrame) -> np.ndarray:
+    """lesion_id, else patient_id, else the image itself."""
+    out = df["image"].astype(str).to_numpy().copy()
+    for col in ("patient_id", "lesion_id"):  # lesion_id wins where both are set
+        if col in df.columns:
+            vals = df[col].astype(str).to_numpy()
+            has = (vals != "") & (vals != "nan")
+            out[has] = vals[has]
+    return out
+
+
+def _metrics_with_ci(preds: Predictions, cfg: EvalConfig) -> dict[str, Metric]:
+    present = [int(k) for k in np.unique(preds.y_true)]
+    out = {}
+    for name, fn in CLASSIFICATION_METRICS.items():
+        out[name] = bootstrap_ci(
+            lambda y, pr, pd_, fn=fn: fn(y, pr, pd_, present),
+            preds.y_true, preds.probs, preds.pred, n_resamples=cfg.bootstrap, seed=cfg.seed,
+        )
+    return out
+
+
+def _save_predictions(path: Path, preds: Predictions, images: np.ndarray, classes: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(
+        tmp, images=images[preds.rows].astype(str), y_true=preds.y_true, probs=preds.probs,
+        pred=preds.pred, class_names=np.array(classes),
+    )
+    tmp.replace(path)
+
+
+def _skin_tone(ds: PreparedDataset, progress: bool) -> None:
+    """Add ``skin_tone`` (ITA category) to the test rows' table, in place."""
+    from dermino.evaluate.skin_tone import estimate_skin_tone
+
+    test = np.flatnonzero(ds.split == "test")
+    sub = ds.df.iloc[test].copy()
+    sub.attrs["root"] = ds.df.attrs.get("root")
+    tones = estimate_skin_tone(sub, progress=progress)
+    ds.df["ita"] = np.nan
+    ds.df["skin_tone"] = ""
+    ds.df.loc[ds.df.index[test], "ita"] = tones["ita"].to_numpy()
+    ds.df.loc[ds.df.index[test], "skin_tone"] = tones["skin_tone"].to_numpy()
+
+
+def run_evaluation(cfg: EvalConfig) -> Path:
+    """Evaluate every backbone on every dataset; return the output folder."""
+    from dermino.evaluate.plots import make_plots
+    from dermino.evaluate.tables import write_tables
+    from dermino.models import create
+
+    cfg.validate()
+    out = Path(cfg.out_dir)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    protocols = {"knn": lambda t: knn_protocol(t, cfg.knn, cfg.progress),
+                 "linear": lambda t: linear_protocol(t, cfg.linear)}
+    for spec in cfg.datasets:
+        ds = prepare_dataset(spec, cfg.seed)
+        log.info("%s: %s", spec.name, {s: int((ds.split == s).sum()) for s in ("train", "val", "test")})
+        attrs: dict[str, np.ndarray] = {}
+        if "fairness" in cfg.protocols:
+            if "skin_tone" in cfg.fairness.attributes:
+                _skin_tone(ds, cfg.progress)
+            test = ds.split == "test"
+            attrs = {k: v[test] for k, v in group_columns(ds.df, cfg.fairness.attributes).items()}
+        images = ds.df["image"].astype(str).to_numpy()
+        for bb in cfg.backbones:
+            torch.manual_seed(cfg.seed)  # random-init baselines are the same model on every run
+            model = create(bb.model or bb.name, weights=bb.weights, **bb.overrides)
+            emb = extract_embeddings(model, ds.df, cfg.embed, weights=bb.weights, model_name=bb.name,
+                                     progress=cfg.progress)
+            task = EvalTask(emb.features, ds.y, ds.split, ds.class_names, ds.groups)
+            common = {
+                "dataset": asdict(spec), "embed": to_dict(cfg.embed), "embedding_key": emb.key,
+                "backbone": asdict(bb), "seed": cfg.seed, "bootstrap": cfg.bootstrap,
+                "n": {s: int((ds.split == s).sum()) for s in ("train", "val", "test")},
+                "ci": "percentile bootstrap, 95 %",
+            }
+            by_protocol: dict[str, Predictions] = {}
+            for name in ("knn", "linear"):
+                if name not in cfg.protocols:
+                    continue
+                preds = protocols[name](task)
+                by_protocol[name] = preds
+                summary = classification_summary(preds.y_true, preds.probs, preds.pred, ds.class_names)
+                res = Result(
+                    backbone=bb.name, dataset=spec.name, task=name, metrics=_metrics_with_ci(preds, cfg),
+                    config={**common, name: asdict(getattr(cfg, name))},
+                    extra={"per_class": summary["per_class"], "absent": summary["absent"],
+                           "class_names": ds.class_names, "selection": preds.info},
+                )
+                write_result(res, out / "results")
+                stem = Path(result_filename(bb.name, spec.name, name)).stem
+                _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
+            if "fewshot" in cfg.protocols:
+                curves = run_fewshot(task, cfg.fewshot, cfg.knn, cfg.linear)
+                metrics = {}
+                for p, kinds in curves.items():
+                    for kind, settings in kinds.items():
+                        for setting, entry in settings.items():
+                            tag = f"{p}_{setting}shot" if kind == "shots" else f"{p}_{float(setting):g}frac"
+                            metrics[tag] = Metric(entry[cfg.main_metric]["mean"], n=entry["n_labelled"])
+                write_result(Result(bb.name, spec.name, "fewshot", metrics,
+                                    config={**common, "fewshot": asdict(cfg.fewshot)},
+                                    extra={"curves": curves, "main_metric": cfg.main_metric}), out / "results")
+            if "fairness" in cfg.protocols and attrs:
+                preds = by_protocol[cfg.fairness.protocol]
+                rep = fairness_report(preds, attrs, len(ds.class_names), n_resamples=cfg.bootstrap,
+                                      seed=cfg.seed, min_group_size=cfg.fairness.min_group_size)
+                metrics = {}
+                for attr, r in rep.items():
+                    metrics[f"{attr}_gap_{cfg.main_metric}"] = Metric(r["gap"][cfg.main_metric])
+                    metrics[f"{attr}_dp_diff"] = Metric(r["demographic_parity_difference"])
+                    metrics[f"{attr}_eo_diff"] = Metric(r["equalized_odds_difference"])
+                write_result(Result(bb.name, spec.name, f"fairness-{cfg.fairness.protocol}", metrics,
+                                    config={**common, "fairness": asdict(cfg.fairness)},
+                                    extra={"attributes": rep}), out / "results")
+    write_tables(out, reference=cfg.reference or cfg.backbones[0].name, metric=cfg.main_metric,
+                 n_resamples=cfg.bootstrap, seed=cfg.seed)
+    make_plots(out, metric=cfg.main_metric)
+    return out

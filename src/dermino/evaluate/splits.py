@@ -1,0 +1,68 @@
+"""Validation carving and label subsampling, always by group and never touching test rows.
+
+Images of one lesion (or patient) look alike; if they straddle train and validation, model
+selection is judged on near-duplicates of training images. So the validation split carved
+from train takes whole groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def carve_validation(
+    groups: np.ndarray, labels: np.ndarray, fraction: float = 0.15, seed: int = 0
+) -> np.ndarray:
+    """Boolean mask over the train rows: True = moved to validation.
+
+    Whole groups move together. Groups are taken per class of their first image (a rough
+    stratification) until each class has about ``fraction`` of its rows in validation, so
+    rare classes are represented when they have at least two groups.
+    """
+    groups = np.asarray(groups).astype(str)
+    labels = np.asarray(labels)
+    if len(groups) != len(labels):
+        raise ValueError(f"{len(groups)} groups but {len(labels)} labels")
+    rng = np.random.default_rng(seed)
+    uniq, first_idx, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    sizes = np.bincount(inverse)
+    group_label = labels[first_idx]
+    val_groups = np.zeros(len(uniq), dtype=bool)
+    for cls in np.unique(group_label):
+        cand = np.flatnonzero(group_label == cls)
+        if len(cand) < 2:
+            continue  # a single group: keep it for training
+        rng.shuffle(cand)
+        target = fraction * sizes[cand].sum()
+        taken = 0
+        for g in cand[:-1]:  # always leave one group in train
+            if taken >= target:
+                break
+            val_groups[g] = True
+            taken += sizes[g]
+    return val_groups[inverse]
+
+
+def fewshot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Up to ``shots`` random rows per class (all rows of a class with fewer)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.choice(np.flatnonzero(labels == c), size=min(shots, int((labels == c).sum())), replace=False)
+        for c in np.unique(labels)
+    ]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=int)
+
+
+def fraction_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A class-stratified random ``fraction`` of rows, at least one per class."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        n = max(1, int(round(fraction * len(rows))))
+        picks.append(rng.choice(rows, size=n, replace=False))
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=int)
