@@ -1,1 +1,1 @@
-"""dermino.report"""
+"""Reports: self-contained HTML and Markdown built from results files."""

@@ -1,0 +1,52 @@
+"""``dermino report RESULTS_DIR``: turn a folder of results JSON (and PNG plots) into a report."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+from dermino.report.html import Figure, Section, results_table, write_report
+from dermino.results import Result, read_results
+
+#: metrics shown first when present; others follow alphabetically
+_PREFERRED = ["auroc_macro", "f1_macro", "balanced_accuracy", "accuracy", "dice", "jaccard"]
+
+
+def sections_from_results(results: list[Result], figures_dir: Path | None = None) -> list[Section]:
+    """One section per task, one table per task with every metric that task reported."""
+    by_task: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        by_task[r.task].append(r)
+    sections = []
+    for task, items in sorted(by_task.items()):
+        names = sorted({m for r in items for m in r.metrics})
+        ordered = [m for m in _PREFERRED if m in names] + [m for m in names if m not in _PREFERRED]
+        sections.append(Section(title=task, tables=[("", results_table(items, ordered[:8]))]))
+    if figures_dir is not None:
+        pngs = sorted(figures_dir.rglob("*.png"))
+        if pngs:
+            sections.append(Section("Figures", figures=[Figure(p, p.stem) for p in pngs]))
+    return sections
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = Path(args.results)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results folder not found: {folder}")
+    results = read_results(folder)
+    if not results:
+        raise ValueError(f"no results JSON files (*__*__*.json) in {folder}")
+    html_path, md_path = write_report(
+        args.out or folder, args.title, sections_from_results(results, folder), f"{len(results)} results"
+    )
+    print(f"wrote {html_path} and {md_path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="build an HTML + Markdown report from results JSON files")
+    p.add_argument("results", help="folder of results JSON files (and PNG figures)")
+    p.add_argument("--out", help="output folder (default: the results folder)")
+    p.add_argument("--title", default="dermino results")
+    p.set_defaults(func=run)
