@@ -62,7 +62,9 @@ class ViTBackbone(nn.Module):
             mlp_ratio=spec.mlp_ratio,
             num_classes=0,
             reg_tokens=spec.num_register_tokens,
-            no_embed_class=False,
+            # With registers, follow timm's DINOv2-reg layout: position embeddings cover the
+            # patches only (the class token's is folded into it, registers have none).
+            no_embed_class=spec.num_register_tokens > 0,
             init_values=spec.layerscale_init,
             drop_path_rate=spec.drop_path_rate,
             dynamic_img_size=True,
@@ -113,20 +115,57 @@ class ViTBackbone(nn.Module):
 
 BackboneFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, BackboneFactory] = {}
+_TINY_OVERRIDES: dict[str, dict] = {}
+_PREFIXES: dict[str, Callable[..., nn.Module]] = {}
+_VIT_TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 28}
 
 
-def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: make a backbone constructor available to ``create(name)``."""
+def register(name: str, tiny: dict | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: make a backbone constructor available to ``create(name)``.
+
+    ``tiny`` are overrides that make the model small enough for a CPU smoke test (the
+    registry test builds every registered name with them); None means "build as is".
+    """
 
     def deco(fn: BackboneFactory) -> BackboneFactory:
         _REGISTRY[name] = fn
+        _TINY_OVERRIDES[name] = dict(tiny or {})
         return fn
 
     return deco
 
 
+def register_prefix(prefix: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator for open families: ``create("timm:vit_small_patch16_224")`` calls ``fn(rest, **kw)``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _PREFIXES[prefix] = fn
+        return fn
+
+    return deco
+
+
+def _load_baselines() -> None:
+    # Imported lazily: baselines.py registers into this module, so importing it at the top
+    # would be circular.
+    import dermino.models.baselines  # noqa: F401
+
+
 def list_backbones() -> list[str]:
+    """Concrete registered names (open families such as ``timm:<name>`` are in list_prefixes)."""
+    _load_baselines()
     return sorted(_REGISTRY)
+
+
+def list_prefixes() -> list[str]:
+    _load_baselines()
+    return sorted(_PREFIXES)
+
+
+def tiny_overrides(name: str) -> dict:
+    """Overrides that build ``name`` at test size (see ``register``)."""
+    _load_baselines()
+    return dict(_TINY_OVERRIDES.get(name, {}))
 
 
 def _vit_factory(size: str) -> BackboneFactory:
@@ -139,15 +178,27 @@ def _vit_factory(size: str) -> BackboneFactory:
 
 
 for _size in VIT_SIZES:
-    register(f"dermino_vit_{_size}_14")(_vit_factory(_size))
-    register(f"vit_{_size}_patch14")(_vit_factory(_size))
+    register(f"dermino_vit_{_size}_14", tiny=_VIT_TINY)(_vit_factory(_size))
+    register(f"vit_{_size}_patch14", tiny=_VIT_TINY)(_vit_factory(_size))
 
 
 def create(name: str, weights: str | None = None, **overrides) -> nn.Module:
-    """Build a registered backbone by name; ``weights`` is a local checkpoint path."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
-    model = _REGISTRY[name](**overrides)
+    """Build a backbone by registered name or ``prefix:name``; ``weights`` is a local checkpoint path.
+
+    Weight formats understood (see ``dermino.models.weights.load_weights``): DINOv2 official,
+    timm, dermino checkpoints and exports; .safetensors or .pth/.pt.
+    """
+    _load_baselines()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _PREFIXES:
+        model = _PREFIXES[prefix](rest, **overrides)
+    elif name in _REGISTRY:
+        model = _REGISTRY[name](**overrides)
+    else:
+        raise KeyError(
+            f"unknown backbone {name!r}; available: {', '.join(list_backbones())}; "
+            f"or one of the families {', '.join(p + ':<name>' for p in list_prefixes())}"
+        )
     if weights:
         from dermino.models.weights import load_weights
 

@@ -1,0 +1,85 @@
+"""Knowledge-guided supervision of DermINO (paper Eq. 5-7).
+
+``KnowledgeHead`` scores the student's CLS embedding against disease prototypes W whose rows
+are text embeddings of the merged disease names (W_init, Eq. 7). ``knowledge_loss`` is the
+masked binary cross-entropy of Eq. 6: a sample is only supervised on the diseases its source
+dataset can express (its label space, n_ij = 1); other classes get exactly zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KnowledgeHead(nn.Module):
+    """logits (B, C) = scale * proj(cls) @ W^T; Sigmoid(logits) is p'_s of Eq. 5.
+
+    ``proj`` is a Linear in_dim -> E when the backbone width differs from the text-embedding
+    width E, identity otherwise. W starts as ``prototypes`` (C, E): a frozen buffer when
+    ``trainable=False`` (as in the original code: the text knowledge stays fixed and the image
+    side learns to match it), a Parameter otherwise. ``learnable_scale`` learns the logit scale
+    (stored as a log so it stays positive).
+    """
+
+    weight: Tensor
+
+    def __init__(
+        self,
+        prototypes: Tensor,
+        in_dim: int,
+        trainable: bool = False,
+        learnable_scale: bool = False,
+        init_scale: float = 1.0,
+    ):
+        super().__init__()
+        if prototypes.ndim != 2:
+            raise ValueError(f"prototypes must be (C, E), got shape {tuple(prototypes.shape)}")
+        if init_scale <= 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        n_classes, emb_dim = prototypes.shape
+        self.num_classes = n_classes
+        self.proj: nn.Module = nn.Identity() if in_dim == emb_dim else nn.Linear(in_dim, emb_dim)
+        w = prototypes.detach().clone().float()
+        if trainable:
+            self.weight = nn.Parameter(w)
+        else:
+            self.register_buffer("weight", w)
+        log_scale = torch.tensor(math.log(init_scale))
+        if learnable_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    def forward(self, cls: Tensor) -> Tensor:
+        return self.scale * self.proj(cls) @ self.weight.t()
+
+
+def knowledge_loss(logits: Tensor, targets: Tensor, label_space_mask: Tensor) -> Tensor:
+    """L_sup (Eq. 6) for (B, C) logits, {0,1} targets y and {0,1} label-space mask n.
+
+    Per sample: mean BCE over the classes in its label space; then the mean over samples
+    that have a label space. Eq. 6 divides by all N_g crops because every crop it sees is
+    labelled; in a partially labelled batch we divide by the labelled ones so the loss scale
+    does not depend on the labelled fraction. Unlabelled rows (all-zero mask) add nothing;
+    with no labelled row at all the result is 0 and still part of the graph.
+    """
+    if not (logits.shape == targets.shape == label_space_mask.shape) or logits.ndim != 2:
+        raise ValueError(
+            f"logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and label_space_mask "
+            f"{tuple(label_space_mask.shape)} must all be the same (B, C)"
+        )
+    mask = label_space_mask.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    bce = torch.where(mask > 0, bce, torch.zeros_like(bce))  # exact zeros, even if bce were inf
+    n_classes = mask.sum(dim=1)
+    per_sample = bce.sum(dim=1) / n_classes.clamp(min=1)
+    n_labelled = (n_classes > 0).sum().clamp(min=1)
+    return per_sample.sum() / n_labelled
