@@ -110,11 +110,18 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
         value = yaml.safe_load(raw) if raw != "" else ""
         parts = key.strip().split(".")
         target: Any = cfg
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(target, dict):
+                # free-form mapping field (e.g. backbone overrides): create sub-maps on demand
+                target = target.setdefault(part, {})
+                continue
             if not dataclasses.is_dataclass(target) or not hasattr(target, part):
-                raise ConfigError(f"override {item!r}: no section {part!r}")
+                raise ConfigError(f"override {item!r}: no section {'.'.join(parts[: i + 1])!r}")
             target = getattr(target, part)
         leaf = parts[-1]
+        if isinstance(target, dict):
+            target[leaf] = value
+            continue
         if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
             raise ConfigError(f"override {item!r}: unknown key {leaf!r}")
         tp = _field_types(type(target))[leaf]

@@ -1,0 +1,83 @@
+"""Settings of a segmentation run (``dermino segment train``), loaded from configs/segment/*.yaml.
+
+The defaults are the paper's protocol (section 4.2.3): frozen encoder, Adam 1e-3 with a cosine
+decay over 20 epochs, 224x224 inputs. Paths are relative to the working directory, so a config
+never contains an absolute path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADS = ("linear", "upernet")
+
+
+@dataclass
+class AugmentConfig:
+    """Joint image/mask augmentation: the same geometry is applied to both."""
+
+    enabled: bool = True
+    hflip: float = 0.5  # probability
+    vflip: float = 0.5
+    rot90: bool = True  # random multiple of 90 degrees (square inputs only)
+    scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area share of the crop
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.333])  # crop aspect range
+
+
+@dataclass
+class SegmentConfig:
+    manifest: str = ""
+    name: str = ""  # backbone label in results (default: the backbone name)
+    backbone: str = "dermino_vit_base_14"  # registry name for dermino.models.create
+    weights: str | None = None  # local checkpoint; None = random init (tests, smoke runs)
+    backbone_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim
+    head: str = "linear"  # linear | upernet
+    out: str = "runs/segment"
+    img_size: list[int] = field(default_factory=lambda: [224, 224])  # [side] or [height, width]
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    dice_weight: float = 1.0  # loss = dice_weight * soft Dice loss + ce_weight * cross-entropy
+    ce_weight: float = 1.0
+    dropout: float = 0.1
+    upernet_channels: int = 64  # the usual mmseg value is 512; 64 keeps CPU runs light
+    layers: list[int] = field(default_factory=list)  # backbone blocks fed to the head (default: auto)
+    finetune_backbone: bool = False
+    backbone_lr: float = 1e-5  # only used when finetune_backbone
+    cache_features: bool = True  # frozen backbone + augmentation off: embed each image once
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mask_threshold: float | None = None  # accept soft/anti-aliased masks: lesion >= this x top level
+    train_split: str = "train"
+    val_split: str = "val"  # model selection; the test split is never looked at while training
+    test_split: str = "test"
+    max_train: int = 0  # first N training rows after a seeded shuffle (0 = all)
+    max_val: int = 0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    num_workers: int = 0
+    bootstrap: int = 1000
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not self.manifest:
+            raise ValueError("segment config: 'manifest' is required")
+        if self.head not in HEADS:
+            raise ValueError(f"segment config: head must be one of {HEADS}, got {self.head!r}")
+        if len(self.img_size) not in (1, 2) or min(self.img_size) <= 0:
+            raise ValueError(f"segment config: img_size must be [side] or [height, width], got {self.img_size}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("segment config: epochs and batch_size must be >= 1")
+        if self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
+            raise ValueError("segment config: dice_weight/ce_weight must be >= 0 and not both 0")
+        if self.mask_threshold is not None and not 0 < self.mask_threshold <= 1:
+            raise ValueError(f"segment config: mask_threshold must be in (0, 1], got {self.mask_threshold}")
+        if len(self.augment.scale) != 2 or not 0 < self.augment.scale[0] <= self.augment.scale[1] <= 1:
+            raise ValueError(f"segment config: augment.scale must be [low, high] in (0, 1], got {self.augment.scale}")
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        s = self.img_size
+        return (int(s[0]), int(s[0])) if len(s) == 1 else (int(s[0]), int(s[1]))
