@@ -33,7 +33,7 @@ class DatasetSpec:
     positive: str = ""  # when set: binary task, this label vs the rest (e.g. melanoma)
     classes: list[str] = field(default_factory=list)  # fixed class order (default: sorted)
     test_split: str = "test"  # manifest split used as test (e.g. "val" when test is unlabelled)
-    val_split: str = "val"  # manifest split used for model selection; carved from train if absent
+    val_split: str = "val"  # manifest split for model selection; "" or absent: carved from train by group
     val_fraction: float = 0.15
     # rows with no split get a grouped, stratified train/test split with this test share
     # (the paper's protocol is 0.5); 0 = use only the manifest's own splits

@@ -65,10 +65,15 @@ def prepare_dataset(spec: DatasetSpec, seed: int = 0) -> PreparedDataset:
     if spec.label_column not in df.columns:
         raise ValueError(f"{spec.manifest}: no column {spec.label_column!r} (columns: {list(df.columns)})")
     raw = [_first_label(v) for v in df[spec.label_column]]
-    split_map = {"train": "train", spec.val_split: "val", spec.test_split: "test"}
+    if spec.val_split and spec.val_split == spec.test_split:
+        raise ValueError(
+            f"dataset {spec.name}: val_split and test_split are both {spec.val_split!r}; "
+            "set val_split: '' to carve validation from train"
+        )
+    split_map = {"train": "train", spec.test_split: "test"}
+    if spec.val_split:  # '' = no manifest validation split: carve one from train by group
+        split_map[spec.val_split] = "val"
     split = np.array([split_map.get(str(s), "none") for s in df["split"]])
-    if spec.val_split == spec.test_split:
-        raise ValueError(f"dataset {spec.name}: val_split and test_split are both {spec.val_split!r}")
     labelled = np.array([bool(r) for r in raw])
     keep = labelled & (split != "none")
     if (split == "test").any() and not (keep & (split == "test")).any():

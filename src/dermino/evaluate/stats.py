@@ -140,7 +140,7 @@ def bootstrap_ci(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     dist = bootstrap_distribution(metric_fn, *arrays, n_resamples=n_resamples, seed=seed, strata=strata)
     if dist.n_skipped:
-        log.info(
+        log.debug(
             "bootstrap: %d of %d resamples skipped (metric undefined on them)", dist.n_skipped, n_resamples
         )
     lo, hi = _percentiles(dist.replicates, alpha)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,10 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
     return "\n".join(parts)
 
 
-def render_markdown(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
+def render_markdown(
+    title: str, sections: Sequence[Section], subtitle: str = "", base: Path | None = None
+) -> str:
+    """Markdown twin of the HTML; figures are linked relative to ``base`` (the .md's folder)."""
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]
@@ -120,7 +124,8 @@ def render_markdown(title: str, sections: Sequence[Section], subtitle: str = "")
             lines += [_markdown_table(table), ""]
         for f in section.figures:
             if f.path.is_file():
-                lines += [f"![{f.caption}]({f.path.name})", ""]
+                link = os.path.relpath(f.path, base) if base is not None else f.path.name
+                lines += [f"![{f.caption}]({Path(link).as_posix()})", ""]
     return "\n".join(lines)
 
 
@@ -145,5 +150,5 @@ def write_report(
     tmp = html_path.with_suffix(".html.tmp")
     tmp.write_text(render_html(title, sections, subtitle), encoding="utf-8")
     tmp.replace(html_path)
-    md_path.write_text(render_markdown(title, sections, subtitle), encoding="utf-8")
+    md_path.write_text(render_markdown(title, sections, subtitle, base=out_dir), encoding="utf-8")
     return html_path, md_path

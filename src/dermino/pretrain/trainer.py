@@ -1,0 +1,479 @@
+"""The pretraining loop: data stream, schedules, AMP, accumulation, EMA, guards, logging, resume.
+
+``pretrain(cfg) -> Path`` runs a whole job (the CLI and the demo call it). ``Trainer`` holds
+the pieces so tests can drive single steps. A step: set lr / wd from the schedules, run the
+student and teacher on each micro-batch (DDP syncs only on the last one), check the loss and
+gradient norm are finite on every rank (else skip the step, report it, and stop after
+``run.max_bad_steps`` in a row), clip, step AdamW, then move the teacher by EMA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from dermino.config import save_config, to_dict
+from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
+from dermino.data.manifest import read_manifest, resolve
+from dermino.data.transforms import MultiCropTransform
+from dermino.pretrain import checkpoint as ckpt
+from dermino.pretrain.config import PretrainConfig, validate
+from dermino.pretrain.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_true,
+    barrier,
+    cleanup,
+    init_distributed,
+    pick_device,
+    wrap_model,
+)
+from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
+from dermino.pretrain.knowledge_setup import knowledge_inputs
+from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
+from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "step", "epoch", "images", "loss", *TERMS, "lr", "wd", "momentum", "teacher_temp",
+    "grad_norm", "images_per_s", "mfu", "skipped",
+]
+
+
+class BadStepsError(RuntimeError):
+    """Too many consecutive non-finite steps: the run has diverged."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_pretrain_manifest(cfg: PretrainConfig, out_dir: Path) -> pd.DataFrame:
+    """All configured manifests, rows of the configured splits, image paths made absolute."""
+    frames = []
+    for entry in cfg.data.manifests:
+        if entry == "sample":
+            from dermino.data.sample import SAMPLE_DATASETS, sample_manifests
+
+            # rank 0 writes them (concurrent writers would race on the same temp files)
+            if not dist.is_initialized() or dist.get_rank() == 0:
+                sample_manifests(out_dir / "manifests", seed=cfg.run.seed)
+            barrier()
+            paths = [out_dir / "manifests" / f"{name}.csv" for name in SAMPLE_DATASETS]
+        else:
+            paths = [Path(entry)]
+        for path in paths:
+            df = read_manifest(path)
+            df["image"] = [str(resolve(df, v)) for v in df["image"]]
+            frames.append(df)
+    if not frames:
+        raise ValueError("data.manifests is empty")
+    df = pd.concat(frames, ignore_index=True)
+    if cfg.data.splits and "split" in df.columns:
+        df = df[df["split"].isin(cfg.data.splits)].reset_index(drop=True)
+    if len(df) == 0:
+        raise ValueError(f"no manifest rows in splits {cfg.data.splits} of {cfg.data.manifests}")
+    df.attrs["root"] = "/"
+    return df
+
+
+class Trainer:
+    """Builds data, model, optimizer and schedules from a config; ``fit`` runs the job."""
+
+    def __init__(self, cfg: PretrainConfig, dist_info: DistInfo | None = None, df: pd.DataFrame | None = None):
+        validate(cfg)
+        self.cfg = cfg
+        self.dist = dist_info or DistInfo(device=pick_device(cfg.run.device))
+        self.device = self.dist.device
+        self.out_dir = Path(cfg.run.out_dir)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed)
+        crops = cfg.crops
+        if crops.patch_size != 14 and "_14" in cfg.model.arch:
+            raise ValueError(f"crops.patch_size={crops.patch_size} but {cfg.model.arch} uses patch 14")
+
+        # ---- data
+        self.df = df if df is not None else load_pretrain_manifest(cfg, self.out_dir)
+        k = cfg.losses.knowledge
+        prototypes = None
+        targets = mask = None
+        if k.enabled:
+            self.classes, targets, mask, prototypes = knowledge_inputs(self.df, k, cfg.run.seed)
+        else:
+            self.classes = []
+        self.dataset = PretrainDataset(
+            self.df, MultiCropTransform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image  # type: ignore[arg-type]
+        )
+        sc = cfg.schedule
+        self.world = self.dist.world_size
+        self.micro_batch = sc.batch_size
+        self.accum = max(1, sc.grad_accum)
+        self.global_batch = sc.batch_size * self.world * self.accum
+        self.epoch_size = cfg.data.epoch_size or len(self.df)
+        self.sampler = ResumableSampler(
+            len(self.df), source_row_weights(self.df, cfg.data.source_weights), cfg.run.seed,
+            self.dist.rank, self.world, self.epoch_size,
+        )
+        if self.sampler.per_rank < self.micro_batch:
+            raise ValueError(
+                f"an epoch gives each of {self.world} process(es) {self.sampler.per_rank} images, fewer than "
+                f"schedule.batch_size={self.micro_batch}: lower the batch size or add data"
+            )
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.micro_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=cfg.data.num_workers,
+            collate_fn=MultiCropCollate(crops.patch_size, cfg.masking, cfg.run.seed),
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            generator=torch.Generator(),  # keeps the global RNG untouched by loader start-up
+        )
+
+        # ---- budget
+        if sc.budget_steps:
+            self.total_steps = int(sc.budget_steps)
+        elif sc.budget_images:
+            self.total_steps = max(1, math.ceil(sc.budget_images / self.global_batch))
+        else:
+            raise ValueError("set schedule.budget_images or schedule.budget_steps")
+        self.steps_per_epoch = max(1, self.epoch_size // self.global_batch)
+
+        # ---- model
+        self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes).to(self.device)
+        if cfg.run.fsdp:
+            raise ValueError(
+                "run.fsdp=true is not supported yet: the EMA teacher update needs unsharded student "
+                "parameters; use DDP (the default under torchrun)"
+            )
+        self.student = wrap_model(self.model.student, self.dist)
+        self.student_call = torch.compile(self.student) if cfg.run.compile else self.student
+        groups = param_groups(self.model.student, patch_embed_lr_mult=cfg.optim.patch_embed_lr_mult,
+                              layerwise_decay=cfg.optim.layerwise_decay)
+        self.params = [p for g in groups for p in g["params"]]
+        self.last_layer_params = [p for g in groups if g["last_layer"] for p in g["params"]]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas), fused=fused)
+        prec = cfg.run.precision
+        if prec not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {prec!r}")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=prec == "fp16")
+
+        # ---- schedules (indexed by optimizer step)
+        o, n, spe = cfg.optim, self.total_steps, self.steps_per_epoch
+        peak_lr = scaled_lr(o.base_lr, self.global_batch)
+        self.lr = cosine_schedule(peak_lr, o.min_lr, n, int(o.warmup_epochs * spe))
+        self.wd = cosine_schedule(o.weight_decay, o.weight_decay_end, n)
+        self.momentum = cosine_schedule(o.momentum_teacher, o.momentum_teacher_end, n)
+        d = cfg.losses.dino
+        self.teacher_temp = warmup_then_constant(d.warmup_teacher_temp, d.teacher_temp, n,
+                                                 int(d.warmup_teacher_temp_epochs * spe))
+        self.freeze_last_layer_steps = int(o.freeze_last_layer_epochs * spe)
+
+        vit = self.model.student.backbone
+        heads = cfg.model.heads
+        self.flops_per_image = pretrain_flops_per_image(
+            vit.embed_dim, len(vit.vit.blocks), crops.global_size, crops.local_size, crops.n_local,
+            patch_size=crops.patch_size, n_prefix=vit.num_prefix_tokens,
+            head=(heads.hidden_dim, heads.bottleneck_dim, heads.out_dim, heads.n_layers),
+            ibot=cfg.losses.ibot.enabled,
+        )
+        self.peak = peak_tflops(self.device, prec, cfg.run.peak_tflops)
+
+        self.step = 0
+        self.data_state = (0, 0)  # (epoch, images consumed by this rank in that epoch)
+        self.bad_steps = 0
+        torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
+
+    # ------------------------------------------------------------------ budget / data
+
+    def budget_summary(self) -> str:
+        images = self.total_steps * self.global_batch
+        tflop = images * self.flops_per_image / 1e12
+        at_peak = tflop / (self.peak * self.world)
+        return (
+            f"budget: {self.total_steps} steps x {self.global_batch} images = {images:,} images "
+            f"({images / self.epoch_size:.1f} epochs of {self.epoch_size:,}); "
+            f"{self.flops_per_image / 1e9:.1f} GFLOP/image, {tflop:,.1f} TFLOP in all; "
+            f"{at_peak / 60:.1f} min at 100% of {self.peak:g} TFLOP/s x {self.world} "
+            f"(~{at_peak / 60 / 0.4:.1f} min at 40% MFU)"
+        )
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Micro-batches from ``self.data_state`` on, across epochs; updates the state as it goes."""
+        epoch, start = self.data_state
+        while True:
+            n = (self.sampler.per_rank - start) // self.micro_batch
+            if n > 0:
+                self.sampler.set_state(epoch, start)
+                it = iter(self.loader)
+                for _ in range(n):
+                    batch = next(it)
+                    start += self.micro_batch
+                    self.data_state = (epoch, start)
+                    yield batch
+                del it
+            epoch, start = epoch + 1, 0
+            self.data_state = (epoch, start)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ one step
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over ``micro_batches``; returns the logged values of this step."""
+        s = min(self.step, self.total_steps - 1)
+        lr, wd, mom, temp = self.lr[s], self.wd[s], self.momentum[s], self.teacher_temp[s]
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+            g["weight_decay"] = wd * g["wd_mult"]
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        term_sum = torch.zeros(len(TERMS), device=self.device)
+        teacher_logits = []
+        n = len(micro_batches)
+        for i, mb in enumerate(micro_batches):
+            mb = self._to_device(mb)
+            sync = n == 1 or i == n - 1 or not hasattr(self.student, "no_sync")
+            with contextlib.nullcontext() if sync else self.student.no_sync():
+                with self._autocast():
+                    out = self.model.compute_loss(mb, float(temp), student=self.student_call)
+                self.scaler.scale(out.loss / n).backward()
+            loss_sum += out.loss.detach().float() / n
+            term_sum += torch.stack([out.terms[k].detach().float() for k in TERMS]) / n
+            teacher_logits.append(out.teacher_logits)
+        if self.step < self.freeze_last_layer_steps:
+            for p in self.last_layer_params:
+                p.grad = None
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.clip_grad
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
+        fp16 = self.scaler.is_enabled()
+        finite = bool(torch.isfinite(loss_sum)) and (fp16 or bool(torch.isfinite(grad_norm)))
+        ok = all_true(finite, self.device)
+        if ok:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.model.update_teacher(float(mom))
+            for tl in teacher_logits:
+                self.model.update_centers(tl)
+            self.bad_steps = 0
+        else:
+            if fp16:
+                self.scaler.update()
+            self.bad_steps += 1
+            log.warning(
+                "step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
+                self.step, float(loss_sum), float(grad_norm), self.bad_steps,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.bad_steps >= self.cfg.run.max_bad_steps:
+            raise BadStepsError(f"{self.bad_steps} consecutive non-finite steps (last: step {self.step - 1}); stopping")
+        row = {k: float(v) for k, v in zip(TERMS, term_sum.tolist(), strict=True)}
+        row.update(loss=float(loss_sum), lr=float(lr), wd=float(wd), momentum=float(mom),
+                   teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok))
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data_state": self.data_state,
+            "bad_steps": self.bad_steps,
+            "config": to_dict(self.cfg),
+            "world_size": self.world,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("world_size", 1) != self.world:
+            raise ValueError(
+                f"checkpoint was written by {state.get('world_size')} process(es), this run has {self.world}: "
+                "exact resume needs the same world size"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.data_state = tuple(state["data_state"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        ckpt.set_rng_state(state["rng"][self.dist.rank])
+
+    def save(self) -> Path | None:
+        path = None
+        rng = [ckpt.rng_state()]
+        if self.dist.enabled:  # every rank's RNG (drop-path noise differs per rank)
+            rng = [None] * self.world
+            dist.all_gather_object(rng, ckpt.rng_state())
+        if self.dist.is_main:
+            path = ckpt.save_checkpoint(self.out_dir / "checkpoints", self.step, self.state_dict(),
+                                        keep=self.cfg.run.keep_checkpoints, rng=rng)
+        barrier()
+        return path
+
+    # ------------------------------------------------------------------ the job
+
+    def fit(self, resume: bool = False) -> Path:
+        cfg, main = self.cfg, self.dist.is_main
+        ckpt_dir = self.out_dir / "checkpoints"
+        latest = ckpt.latest_checkpoint(ckpt_dir)
+        if latest is not None and not resume:
+            raise ValueError(f"{self.out_dir} already holds checkpoints ({latest.name}); pass --resume or another --out")
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "config.yaml")
+        if resume and latest is not None:
+            self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
+            log.info("resumed from %s (step %d)", latest, self.step)
+        if main:
+            log.info(self.budget_summary())
+            print(self.budget_summary(), flush=True)
+        metrics = _MetricsWriter(self.out_dir / "metrics.csv", self.step) if main else None
+        tb = _tensorboard(self.out_dir / "tb") if main and cfg.run.tensorboard else None
+        monitor = _Monitor(self) if cfg.data.monitor_train and cfg.data.monitor_val else None
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
+                   desc="pretrain", dynamic_ncols=True)
+        stream = self.batches()
+        t0, images_since = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            micro = [next(stream) for _ in range(self.accum)]
+            row = self.train_step(micro)
+            images_since += self.global_batch
+            bar.update(1)
+            done = self.step >= self.total_steps
+            if self.step % cfg.run.log_every == 0 or done or row["skipped"]:
+                terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
+                row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
+                dt = max(time.perf_counter() - t0, 1e-9)
+                ips = images_since / dt
+                row.update(step=self.step, epoch=self.step / self.steps_per_epoch, images=self.step * self.global_batch,
+                           images_per_s=ips, mfu=ips * self.flops_per_image / (self.peak * 1e12 * self.world))
+                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", ips=f"{ips:.1f}", mfu=f"{row['mfu']:.1%}")
+                if metrics:
+                    metrics.write(row)
+                if tb:
+                    for k in METRIC_COLUMNS[3:]:
+                        tb.add_scalar(k, row[k], self.step)
+                t0, images_since = time.perf_counter(), 0
+            if self.step % cfg.run.checkpoint_every == 0 or done:
+                self.save()
+            if monitor and ((cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0) or done):
+                monitor.run(self.step)
+        bar.close()
+        if metrics:
+            metrics.close()
+        if tb:
+            tb.close()
+        if main:
+            arch = {"name": cfg.model.arch, **to_dict(cfg.model)}
+            path = ckpt.export_teacher(self.model.teacher.backbone, self.out_dir / "export", arch)
+            log.info("teacher backbone exported to %s", path)
+        barrier()
+        return self.out_dir
+
+
+class _MetricsWriter:
+    """metrics.csv, appended; on resume the rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, from_step: int):
+        if path.is_file() and from_step >= 0:
+            old = pd.read_csv(path)
+            old[old["step"] <= from_step].to_csv(path, index=False)
+        new = not path.is_file() or path.stat().st_size == 0
+        self.fh = open(path, "a", newline="")  # noqa: SIM115
+        self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("run.tensorboard=true but tensorboard is not installed; logging to CSV only")
+        return None
+    return SummaryWriter(str(path))
+
+
+def _split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Rows of ``split`` when the manifest has them (one adapter manifest serves both), else all."""
+    if "split" in df.columns and (df["split"] == split).any():
+        out = df[df["split"] == split].reset_index(drop=True)
+        out.attrs = dict(df.attrs)
+        return out
+    return df
+
+
+class _Monitor:
+    """kNN accuracy of the teacher on the monitor manifests, appended to monitor.csv (rank 0)."""
+
+    def __init__(self, trainer: Trainer):
+        self.t = trainer
+        self.train_df = _split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
+        self.val_df = _split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
+
+    def run(self, step: int) -> None:
+        from dermino.pretrain.monitor import knn_accuracy
+
+        if self.t.dist.is_main:
+            with torch.random.fork_rng(devices=[]):
+                acc = knn_accuracy(self.t.model.teacher.backbone, self.train_df, self.val_df,
+                                   self.t.cfg.data.monitor_size, self.t.device)
+            path = self.t.out_dir / "monitor.csv"
+            new = not path.is_file()
+            with open(path, "a") as fh:
+                if new:
+                    fh.write("step,knn_accuracy\n")
+                fh.write(f"{step},{acc:.6f}\n")
+            log.info("step %d: kNN (k=5) accuracy %.4f", step, acc)
+        barrier()
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
+    """Run (or resume) a pretraining job; returns the output directory.
+
+    Under torchrun each process calls this; a single process needs nothing special.
+    """
+    started = not dist.is_initialized()
+    info = init_distributed(cfg.run.device)
+    try:
+        return Trainer(cfg, info).fit(resume=resume)
+    finally:
+        if started and info.enabled:
+            cleanup()
