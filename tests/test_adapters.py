@@ -108,8 +108,26 @@ def test_isic2017_facts(shared_data):
     train = df[df.split == "train"]
     assert (train.labels == "melanoma").sum() == 374
     assert set(df[df.split == "none"].labels) == {""}
-    assert set(df.label_space) == {"melanoma;nevus or seborrheic keratosis"}
+    assert set(df[df.split != "none"].label_space) == {"melanoma;nevus or seborrheic keratosis"}
+    assert set(df[df.split == "none"].label_space) == {""}  # unlabelled: no supervision at all
     assert set(df.sex) == {"male", "female", ""}
+
+
+def test_unlabelled_images_get_no_knowledge_supervision():
+    """The bundled ISIC test images have no labels: their label-space mask must be all zero,
+    or the knowledge loss would read them as negative for every disease."""
+    from dermino.knowledge.targets import encode_targets
+    from dermino.knowledge.vocabulary import Vocabulary
+
+    df = isic2017.build_manifest(sample_root() / "isic2017")
+    unlabelled = df[df.labels == ""]
+    assert len(unlabelled) > 0
+    from dermino.knowledge.vocabulary import Entry
+
+    vocab = Vocabulary([Entry(n, n) for n in ("melanoma", "nevus or seborrheic keratosis")])
+    _, mask = encode_targets(list(df.labels), list(df.label_space), vocab)
+    rows = (df.labels == "").to_numpy()
+    assert mask[rows].sum() == 0 and mask[~rows].sum(1).min() == 2
 
 
 def test_isic2017_official_ground_truth_three_classes(tmp_path, shared_data):

@@ -68,7 +68,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         df = pd.read_parquet(path)
     else:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df.attrs["root"] = str(path.parent)
+    df.attrs["root"] = str(path.parent.resolve())  # absolute: paths resolve from any cwd
     return df
 
 

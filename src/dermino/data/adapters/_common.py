@@ -68,7 +68,8 @@ def rel(path: Path | None, root: Path) -> str:
 
 
 def finish(rows: list[dict], root: Path, source: str, labels_space: Iterable[str] | str, missing: list[str]) -> pd.DataFrame:
-    """Rows -> manifest: fixed columns first, ``label_space`` filled, root and missing recorded.
+    """Rows -> manifest: fixed columns first, ``label_space`` filled (labelled rows only), root and
+    missing recorded.
 
     Rows whose image is absent are not in the table (nothing downstream could read them),
     but they are never dropped silently: they are counted in a WARNING and listed in
@@ -77,7 +78,9 @@ def finish(rows: list[dict], root: Path, source: str, labels_space: Iterable[str
     df = conform(pd.DataFrame(rows, columns=list(dict.fromkeys([*COLUMNS, *(rows[0] if rows else {})]))))
     df = df.fillna("").astype(str) if len(df) else df
     space = labels_space if isinstance(labels_space, str) else make_label_space(labels_space)
-    df["label_space"] = space
+    # An image with no annotation carries no supervision: its label space is empty, so the
+    # knowledge loss ignores it instead of reading it as "negative for every disease".
+    df["label_space"] = [space if labels else "" for labels in df["labels"]] if len(df) else space
     df["source"] = source
     df.attrs["root"] = str(root)
     df.attrs["missing_images"] = list(missing)

@@ -1,0 +1,141 @@
+"""CPU evidence run: hybrid pretraining vs the SSL-only ablation vs random init, on real data.
+
+What it does (all on ``../shared/data``, nothing downloaded):
+
+1. manifests of HAM10000 (grouped 50/50 train/test by lesion + a validation carve-out),
+   ISIC 2017 (official train/val; the unlabelled test images join pretraining) and PH2;
+2. the disease vocabulary and prototypes (``dermino knowledge build``);
+3. two ViT-Tiny/14 pretraining runs from scratch (configs/pretrain/tiny_cpu.yaml) on the HAM10000
+   train split + all ISIC 2017 images for the same image budget: the full hybrid objective, and
+   the same without the knowledge loss;
+4. evaluation of random init / SSL-only / hybrid: kNN (k=5, cosine) and linear probe, macro
+   AUROC and F1 with 1,000-resample bootstrap CIs, paired tests, fairness by sex and estimated
+   skin tone, on HAM10000 test lesions (7 classes) and ISIC 2017 validation (melanoma);
+5. frozen-backbone segmentation on PH2 and HAM10000: linear vs UperNet, random vs hybrid.
+
+Prints the tables and writes ``benchmarks/results/evidence_cpu.json``. Takes about an hour on
+2 CPU cores with the defaults; ``--budget`` sets images per pretraining run.
+
+    python benchmarks/evidence_cpu.py --budget 10000 --out runs/evidence
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dermino.cli import main as cli
+from dermino.config import apply_overrides, load_config
+from dermino.demo import prepare_published
+from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
+from dermino.evaluate.runner import run_evaluation
+from dermino.pretrain import PretrainConfig, pretrain
+from dermino.results import read_results
+from dermino.segment import SegmentConfig, evaluate_segmentation, train_segmentation
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = {"depth": 4}  # tiny_cpu.yaml: ViT-Tiny/14 width 192, 4 blocks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--out", default="runs/evidence")
+    ap.add_argument("--budget", type=int, default=10000, help="images per pretraining run")
+    ap.add_argument("--eval-size", type=int, default=98)
+    ap.add_argument("--seg-epochs", type=int, default=10)
+    ap.add_argument("--seg-max-train", type=int, default=1000)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out = Path(args.out)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    manifests = prepare_published(Path(args.data), out / "manifests", seed=0)
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    code = cli(["knowledge", "build", *map(str, manifests.values()), "--out", str(out / "knowledge")])
+    assert code == 0, "knowledge build failed"
+    timings["knowledge"] = time.perf_counter() - t
+
+    weights: dict[str, str | None] = {"random-init": None}
+    pretrain_stats = {}
+    for run, knowledge in (("hybrid", True), ("ssl-only", False)):
+        cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
+        apply_overrides(cfg, [
+            f"data.manifests=[{manifests['ham10000']},{manifests['isic2017']}]",
+            f"losses.knowledge.enabled={str(knowledge).lower()}",
+            f"losses.knowledge.prototypes={out / 'knowledge' / 'prototypes.safetensors'}",
+            f"losses.knowledge.vocabulary={out / 'knowledge' / 'vocabulary.csv'}",
+            f"schedule.budget_images={args.budget}",
+            f"run.out_dir={out / 'pretrain' / run}",
+            "run.checkpoint_every=200",
+            "run.progress=false",
+        ])
+        t = time.perf_counter()
+        run_dir = Path(pretrain(cfg))
+        seconds = time.perf_counter() - t
+        timings[f"pretrain-{run}"] = seconds
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        pretrain_stats[run] = {
+            "seconds": seconds, "images_per_s": args.budget / seconds,
+            "loss_first": float(metrics["loss"].iloc[0]), "loss_last": float(metrics["loss"].iloc[-1]),
+        }
+        weights[run] = str(run_dir / "export" / "teacher_backbone.pt")
+
+    ecfg = EvalConfig(name="evidence", out_dir=str(out / "eval"), reference="random-init",
+                      protocols=["knn", "linear", "fairness"])
+    ecfg.backbones = [BackboneSpec(name=k, model="dermino_vit_tiny_14", weights=w, overrides=dict(ARCH))
+                      for k, w in weights.items()]
+    ecfg.datasets = [
+        DatasetSpec(name="ham10000", manifest=str(manifests["ham10000"])),
+        DatasetSpec(name="isic2017-melanoma", manifest=str(manifests["isic2017"]), positive="melanoma",
+                    test_split="val", val_split=""),
+    ]
+    ecfg.embed.image_size = args.eval_size
+    ecfg.embed.cache_dir = str(out / "cache")
+    ecfg.fairness.attributes = ["sex", "age", "skin_tone"]
+    ecfg.progress = False
+    t = time.perf_counter()
+    run_evaluation(ecfg)
+    timings["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for dataset in ("ph2", "ham10000"):
+        for head in ("linear", "upernet"):
+            for label in ("random-init", "hybrid"):
+                scfg = SegmentConfig(
+                    manifest=str(manifests[dataset]), name=label, backbone="dermino_vit_tiny_14",
+                    weights=weights[label], backbone_overrides=dict(ARCH), head=head,
+                    out=str(out / "segment" / f"{dataset}-{head}-{label}"), img_size=[args.eval_size],
+                    epochs=args.seg_epochs, max_train=args.seg_max_train, max_val=200, device="cpu",
+                    mask_threshold=0.5 if dataset == "ham10000" else None, progress=False,
+                )
+                scfg.augment.enabled = False
+                run = train_segmentation(scfg)
+                evaluate_segmentation(run, out_dir=out / "eval" / "results", write_predictions=False)
+    timings["segment"] = time.perf_counter() - t
+
+    rows = []
+    for r in read_results(out / "eval" / "results"):
+        for name, m in r.metrics.items():
+            if name in {"auroc", "f1", "dice", "jaccard", "sex_gap_auroc", "skin_tone_gap_auroc"}:
+                rows.append({"dataset": r.dataset, "task": r.task, "backbone": r.backbone, "metric": name,
+                             "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n})
+    table = pd.DataFrame(rows).sort_values(["dataset", "task", "metric", "backbone"])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(json.dumps({"pretrain": pretrain_stats, "timings_s": timings}, indent=2))
+    dest = REPO / "benchmarks" / "results" / "evidence_cpu.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps({"pretrain": pretrain_stats, "timings_s": timings,
+                                "results": rows, "budget_images": args.budget}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
