@@ -8,6 +8,9 @@ from train takes whole groups.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from dermino.data.splits import split_groups
 
 
 def carve_validation(
@@ -15,32 +18,15 @@ def carve_validation(
 ) -> np.ndarray:
     """Boolean mask over the train rows: True = moved to validation.
 
-    Whole groups move together. Groups are taken per class of their first image (a rough
-    stratification) until each class has about ``fraction`` of its rows in validation, so
-    rare classes are represented when they have at least two groups.
+    Array front end of :func:`dermino.data.splits.split_groups` (the one grouped, stratified
+    selection in dermino): whole groups move together, about ``fraction`` of each class.
     """
     groups = np.asarray(groups).astype(str)
     labels = np.asarray(labels)
     if len(groups) != len(labels):
         raise ValueError(f"{len(groups)} groups but {len(labels)} labels")
-    rng = np.random.default_rng(seed)
-    uniq, first_idx, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    sizes = np.bincount(inverse)
-    group_label = labels[first_idx]
-    val_groups = np.zeros(len(uniq), dtype=bool)
-    for cls in np.unique(group_label):
-        cand = np.flatnonzero(group_label == cls)
-        if len(cand) < 2:
-            continue  # a single group: keep it for training
-        rng.shuffle(cand)
-        target = fraction * sizes[cand].sum()
-        taken = 0
-        for g in cand[:-1]:  # always leave one group in train
-            if taken >= target:
-                break
-            val_groups[g] = True
-            taken += sizes[g]
-    return val_groups[inverse]
+    frame = pd.DataFrame({"lesion_id": groups, "labels": labels.astype(str)})
+    return split_groups(frame, fraction, group_col="lesion_id", stratify_col="labels", seed=seed).to_numpy()
 
 
 def fewshot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:

@@ -18,17 +18,10 @@ import pandas as pd
 
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
 from dermino.evaluate.stats import paired_bootstrap, significance_mark
-from dermino.results import Metric, read_results, result_filename
+from dermino.report.html import format_metric
+from dermino.results import read_results, result_filename
 
 MAIN_TASKS = ("knn", "linear")
-
-
-def fmt(m: Metric | None, digits: int = 3) -> str:
-    if m is None or m.value is None or not np.isfinite(m.value):
-        return "n/a"
-    if m.ci_low is None or m.ci_high is None:
-        return f"{m.value:.{digits}f}"
-    return f"{m.value:.{digits}f} [{m.ci_low:.{digits}f}, {m.ci_high:.{digits}f}]"
 
 
 def compare(out_dir: Path, dataset: str, task: str, a: str, b: str, metric: str,
@@ -70,7 +63,7 @@ def write_tables(out_dir: str | Path, reference: str, metric: str = "auroc",
                 mark = significance_mark(c["p_value"])
         row = {"dataset": r.dataset, "protocol": r.task, "backbone": r.backbone}
         for m in metric_names:
-            row[m] = fmt(r.metrics.get(m)) + (mark if m == metric else "")
+            row[m] = format_metric(r.metrics.get(m)) + (mark if m == metric else "")
         row["n_test"] = r.metrics[metric].n if metric in r.metrics else None
         rows.append(row)
     table = pd.DataFrame(rows, columns=["dataset", "protocol", "backbone", *metric_names, "n_test"])

@@ -1,0 +1,81 @@
+"""The demo runs end to end on the bundled sample (reduced budget) and its report is complete."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from dermino.demo import DemoConfig, quick, run_demo
+from dermino.report.html import format_metric
+from dermino.results import read_results
+
+SECTIONS = [
+    "Data",
+    "Disease vocabulary",
+    "Pretraining",
+    "Classification: kNN and linear probe",
+    "Fairness by sex, age and estimated skin tone",
+    "Lesion segmentation",
+    "Similar cases",
+    "How this report was made",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = quick(DemoConfig(out=str(out)))
+    html_path = run_demo(cfg)
+    return out, html_path
+
+
+def test_demo_writes_every_result(demo_run):
+    out, _ = demo_run
+    results = read_results(out / "eval" / "results")
+    cells = {(r.backbone, r.dataset, r.task) for r in results}
+    for backbone in ("random-init", "hybrid", "ssl-only"):
+        for dataset in ("ham10000", "isic2017-melanoma"):
+            assert (backbone, dataset, "knn") in cells
+            assert (backbone, dataset, "linear") in cells
+    assert {("random-init", "ph2", "segmentation-linear"), ("hybrid", "ph2", "segmentation-linear")} <= cells
+    for r in results:
+        if r.task in ("knn", "linear"):
+            m = r.metrics["auroc"]
+            assert 0.0 <= m.value <= 1.0 and m.ci_low is not None and m.ci_low <= m.value <= m.ci_high
+    # both pretraining runs exported a teacher and logged their losses
+    for run in ("hybrid", "ssl-only"):
+        assert (out / "pretrain" / run / "export" / "teacher_backbone.pt").is_file()
+        assert (out / "pretrain" / run / "metrics.csv").is_file()
+
+
+def test_report_has_every_section_with_numbers_from_the_results(demo_run):
+    out, html_path = demo_run
+    html = html_path.read_text()
+    for title in SECTIONS:
+        assert title in html, title
+    # numbers in the report are the ones in the results files
+    for r in read_results(out / "eval" / "results"):
+        if r.task == "segmentation-linear":
+            assert format_metric(r.metrics["dice"]) in html
+    knn = [r for r in read_results(out / "eval" / "results") if r.task == "knn" and r.backbone == "hybrid"]
+    assert any(f"{r.metrics['auroc'].value:.3f}" in html for r in knn)
+    # self-contained: every image is embedded, nothing is linked from disk
+    images = re.findall(r"<img [^>]*src=\"([^\"]{0,30})", html)
+    assert len(images) >= 4 and all(src.startswith("data:image/") for src in images)
+    assert (out / "report.md").read_text().startswith("# dermino demo")
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    _, html_path = demo_run
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    png = tmp_path / "report.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+         "--window-size=1200,2400", html_path.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert png.is_file() and png.stat().st_size > 20_000  # a blank page is a few kB
