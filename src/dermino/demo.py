@@ -88,7 +88,8 @@ class Demo:
 
     def arch_overrides(self) -> dict[str, Any]:
         c = self.cfg
-        return {"depth": c.depth, "embed_dim": c.embed_dim, "num_heads": c.num_heads}
+        # layerscale as in pretraining: random init is the same architecture and init scheme
+        return {"depth": c.depth, "embed_dim": c.embed_dim, "num_heads": c.num_heads, "layerscale_init": 0.1}
 
     # ---------------------------------------------------------------- steps
     def prepare_data(self) -> dict[str, Any]:

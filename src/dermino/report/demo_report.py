@@ -31,13 +31,15 @@ def _data_section(demo: Demo) -> Section:
     rows = []
     for name, detail in (demo.steps[0].detail if demo.steps else {}).items():
         s = detail.get("summary", {})
-        splits = s.get("split", s.get("splits", {}))
-        labels = s.get("labels", s.get("label", {}))
         rows.append({
             "dataset": name,
             "images": detail.get("images"),
-            "splits": ", ".join(f"{k} {v}" for k, v in dict(splits).items()),
-            "diagnoses": ", ".join(f"{k} {v}" for k, v in dict(labels).items()),
+            "lesions": s.get("lesions"),
+            "splits": ", ".join(f"{k} {v}" for k, v in s.get("by_split", {}).items()),
+            "diagnoses": ", ".join(f"{k} {v}" for k, v in s.get("by_label", {}).items())
+            + (f", unlabelled {s['unlabelled']}" if s.get("unlabelled") else ""),
+            "sex": ", ".join(f"{k} {v}" for k, v in s.get("by_sex", {}).items()),
+            "masks": s.get("with_mask"),
             "bad files": detail.get("bad_files"),
         })
     source = demo.cfg.data or "the bundled sample (src/dermino/sample_data: real HAM10000, PH2 and ISIC 2017 images)"
