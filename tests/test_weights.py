@@ -184,3 +184,21 @@ def test_create_with_weights_for_baselines(tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "partial.pth")
     with pytest.raises(WeightsError, match="missing"):
         create("resnet50", weights=str(tmp_path / "partial.pth"))
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_create_keeps_the_checkpoint_grid(tmp_path, registers):
+    """create(weights=...) builds the model at the checkpoint's own grid: the position
+    embeddings load unchanged (no resampling), and inputs of other sizes interpolate once."""
+    src = _model(0, img_size=42, num_register_tokens=registers)  # 3 x 3 grid
+    path = tmp_path / "w.pt"
+    torch.save(src.state_dict(), path)
+    loaded = create("dermino_vit_small_14", weights=str(path),
+                    **{k: v for k, v in TINY.items() if k != "img_size"}, num_register_tokens=registers).eval()
+    assert loaded.spec.img_size == 42
+    assert torch.equal(loaded.vit.pos_embed, src.vit.pos_embed)
+    x = torch.randn(2, 3, 70, 56)
+    assert torch.allclose(_feats(src, x)["cls"], _feats(loaded, x)["cls"], atol=1e-6)
+    # an explicit img_size still wins (and then resamples)
+    resized = create("dermino_vit_small_14", weights=str(path), **TINY, num_register_tokens=registers)
+    assert resized.spec.img_size == 28

@@ -12,6 +12,7 @@ token before position embeddings are added, as iBOT requires.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -191,16 +192,25 @@ def create(name: str, weights: str | None = None, **overrides) -> nn.Module:
     _load_baselines()
     prefix, sep, rest = name.partition(":")
     if sep and prefix in _PREFIXES:
-        model = _PREFIXES[prefix](rest, **overrides)
+        build = functools.partial(_PREFIXES[prefix], rest)
     elif name in _REGISTRY:
-        model = _REGISTRY[name](**overrides)
+        build = _REGISTRY[name]
     else:
         raise KeyError(
             f"unknown backbone {name!r}; available: {', '.join(list_backbones())}; "
             f"or one of the families {', '.join(p + ':<name>' for p in list_prefixes())}"
         )
+    model = build(**overrides)
     if weights:
-        from dermino.models.weights import load_weights
+        from dermino.models.weights import checkpoint_grid, load_weights, read_state_dict
 
-        load_weights(model, weights)
+        state = read_state_dict(weights)
+        grid = checkpoint_grid(state)
+        if isinstance(model, ViTBackbone) and "img_size" not in overrides and grid:
+            native = grid * model.patch_size
+            if native != model.spec.img_size:
+                # keep the checkpoint's own grid: inputs of any size then interpolate from the
+                # trained embeddings once, instead of from an already resampled copy
+                model = build(**overrides, img_size=native)
+        load_weights(model, state, source=str(weights))
     return model

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -169,8 +170,28 @@ def _load_vit(model: ViTBackbone, sd: dict[str, Tensor], report: LoadReport) -> 
             model.mask_token.copy_(mask.reshape(model.mask_token.shape))
 
 
+def checkpoint_grid(sd: Mapping[str, Tensor]) -> int | None:
+    """Side of the square patch grid a ViT checkpoint's position embeddings were trained at.
+
+    Handles embeddings with or without a class-token slot (DINOv2/timm vs register layouts);
+    ``None`` when the checkpoint has no (square) ``pos_embed``.
+    """
+    key = next((k for k in sd if k == "pos_embed" or k.endswith(".pos_embed")), None)
+    if key is None or sd[key].ndim != 3:
+        return None
+    n = sd[key].shape[1]
+    for tokens in (n - 1, n):
+        side = math.isqrt(max(tokens, 0))
+        if side > 0 and side * side == tokens:
+            return side
+    return None
+
+
 def load_weights(
-    model: nn.Module, path: str | Path | Mapping[str, Tensor], strict: bool = True
+    model: nn.Module,
+    path: str | Path | Mapping[str, Tensor],
+    strict: bool = True,
+    source: str | None = None,
 ) -> LoadReport:
     """Load a checkpoint file (or an in-memory state dict) into ``model``; returns a LoadReport.
 
@@ -178,7 +199,7 @@ def load_weights(
     (baselines) load through their own ``load_checkpoint(state_dict, strict)`` if they have
     one, else ``load_state_dict``. With ``strict`` any missing/unexpected backbone key raises.
     """
-    source = str(path) if not isinstance(path, Mapping) else "<state dict>"
+    source = source or (str(path) if not isinstance(path, Mapping) else "<state dict>")
     sd = read_state_dict(path) if not isinstance(path, Mapping) else unwrap_state_dict(path)
     sd, ignored = _strip_prefixes(sd)
     report = LoadReport(source=source, format=detect_format(sd), ignored=ignored)
