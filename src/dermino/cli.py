@@ -26,7 +26,11 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dermino", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dermino",
+        description="Build, adapt, evaluate and deploy dermatology foundation models (DermINO).",
+        epilog="Start with `dermino demo`; every command has --help.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
