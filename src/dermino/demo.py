@@ -37,18 +37,19 @@ class DemoConfig:
     out: str = "demo_output"
     data: str = ""  # '' = the bundled sample; else a folder holding ham10000/, ph2/, isic2017/ as published
     seed: int = 0
-    depth: int = 6
+    # configs/pretrain/tiny_cpu.yaml's network: ~25 images/s on 2 CPU cores
+    depth: int = 4
     embed_dim: int = 192
     num_heads: int = 3
-    global_size: int = 70  # pretraining global crop (multiple of 14)
+    global_size: int = 98  # pretraining global crop (multiple of 14)
     local_size: int = 42
     n_local_crops: int = 4
     batch_size: int = 32
-    pretrain_images: int = 3000  # per pretraining run (hybrid and SSL-only each)
+    pretrain_images: int = 5000  # per pretraining run (hybrid and SSL-only each)
     prototypes: int = 4096
-    eval_size: int = 84  # evaluation / segmentation input side
+    eval_size: int = 98  # evaluation / segmentation input side (= the trained grid)
     bootstrap: int = 1000
-    seg_epochs: int = 15
+    seg_epochs: int = 20
     seg_max_images: int = 0  # 0 = all images with masks
     fewshot: bool = True
     retrieval_queries: int = 6
