@@ -34,7 +34,8 @@ def _data_section(demo: Demo) -> Section:
         rows.append({
             "dataset": name,
             "images": detail.get("images"),
-            "lesions": s.get("lesions"),
+            # A column mixing counts and None would print as floats and "nan".
+            "lesions": "—" if s.get("lesions") is None else str(s["lesions"]),
             "splits": ", ".join(f"{k} {v}" for k, v in s.get("by_split", {}).items()),
             "diagnoses": ", ".join(f"{k} {v}" for k, v in s.get("by_label", {}).items())
             + (f", unlabelled {s['unlabelled']}" if s.get("unlabelled") else ""),
