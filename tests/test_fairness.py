@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermino.evaluate.fairness import age_band, fairness_report, group_columns, parity_differences
+from dermino.evaluate.fairness import (
+    age_band,
+    fairness_report,
+    group_columns,
+    ordered_groups,
+    parity_differences,
+)
 from dermino.evaluate.task import Predictions
 
 
@@ -64,3 +70,10 @@ def test_group_columns():
     assert "skin_tone" not in g
     assert age_band("abc") == "unknown" and age_band(45) == "45-59"
     assert math.isnan(parity_differences(np.zeros(2, int), np.zeros(2, int), np.array(["a", "a"]), 2)[0])
+
+
+def test_groups_are_reported_in_natural_order():
+    # Alphabetical order would put "<30" after "75+" and "brown" before "very light".
+    assert ordered_groups(["75+", "unknown", "<30", "45-59"]) == ["<30", "45-59", "75+", "unknown"]
+    assert ordered_groups(["tan", "brown", "very light", "light"]) == ["very light", "light", "tan", "brown"]
+    assert ordered_groups(["6", "2", "10"]) == ["2", "6", "10"]

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
+from dermino.evaluate.skin_tone import ITA_CATEGORIES
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.evaluate.task import Predictions
 
@@ -42,6 +43,26 @@ def age_band(value: object) -> str:
         if lo <= age < hi:
             return name
     return UNKNOWN
+
+
+def _group_sort_key(group: str) -> tuple[int, float, str]:
+    """Natural order for tables and plots: age bands by age, ITA tones light to dark,
+    Fitzpatrick types by number, anything else alphabetically; "unknown" last."""
+    bands = [name for _, _, name in AGE_BANDS]
+    if group == UNKNOWN:
+        return (2, 0.0, group)
+    if group in bands:
+        return (0, float(bands.index(group)), group)
+    if group in ITA_CATEGORIES:
+        return (0, float(ITA_CATEGORIES.index(group)), group)
+    try:
+        return (0, float(group), group)
+    except ValueError:
+        return (1, 0.0, group)
+
+
+def ordered_groups(groups: Sequence[str]) -> list[str]:
+    return sorted(set(groups), key=_group_sort_key)
 
 
 def _clean(value: object) -> str:
@@ -128,7 +149,7 @@ def fairness_report(
         if len(groups) != len(y):
             raise ValueError(f"fairness: attribute {attr!r} has {len(groups)} values for {len(y)} predictions")
         per_group: dict = {}
-        for g in sorted(np.unique(groups)):
+        for g in ordered_groups(groups.tolist()):
             rows = groups == g
             present = [int(k) for k in np.unique(y[rows])]
             entry: dict = {"n": int(rows.sum()), "in_gaps": bool(g != UNKNOWN and rows.sum() >= min_group_size)}
