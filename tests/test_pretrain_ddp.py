@@ -1,5 +1,6 @@
 """Two CPU processes (gloo DDP) on halves of a batch give the loss and gradients of one process
-on the whole batch: Sinkhorn statistics are all-reduced and every term is a per-image mean."""
+on the whole batch: Sinkhorn statistics are all-reduced and every term is a per-image mean.
+FSDP (sharded student, teacher and optimizer) trains like DDP and resumes exactly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,7 +19,7 @@ import torch.multiprocessing as mp
 from dermino.config import save_config
 from dermino.data.masking import MaskingConfig, batch_masks
 from dermino.pretrain.config import tiny_config
-from dermino.pretrain.distributed import DistInfo, wrap_model
+from dermino.pretrain.distributed import DistInfo, shard_branches, wrap_model
 from dermino.pretrain.model import StudentTeacher
 
 B, N_LOCAL, C = 4, 2, 3
@@ -125,4 +127,45 @@ def test_torchrun_two_process_training_and_exact_resume(tmp_path):
     _torchrun(tmp_path / "tiny.yaml", "--resume")
     again = torch.load(ckpts / "step_00000004.pt", weights_only=False)
     for k, v in first["model"].items():
+        assert torch.equal(v, again["model"][k]), k
+
+
+def test_fsdp_needs_several_processes():
+    with pytest.raises(ValueError, match="torchrun"):
+        shard_branches([build().student], DistInfo())
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_trains_like_ddp_and_resumes_exactly(tmp_path):
+    """run.fsdp=true: the same 4 steps as DDP give the same losses and (to Adam's rounding) the
+    same weights; the checkpoint holds whole tensors under the usual names, the exported teacher
+    is the checkpoint's teacher, and resuming from step 2 re-creates step 4 bit for bit."""
+    runs = {}
+    for name, fsdp in (("ddp", False), ("fsdp", True)):
+        cfg = tiny_config(str(tmp_path / name))
+        cfg.schedule.budget_steps = 4
+        cfg.run.keep_checkpoints = 5
+        cfg.run.fsdp = fsdp
+        save_config(cfg, tmp_path / f"{name}.yaml")
+        _torchrun(tmp_path / f"{name}.yaml")
+        runs[name] = torch.load(tmp_path / name / "checkpoints" / "step_00000004.pt", weights_only=False)
+    ddp, fsdp = runs["ddp"]["model"], runs["fsdp"]["model"]
+    assert ddp.keys() == fsdp.keys()
+    for k, v in ddp.items():
+        assert fsdp[k].shape == v.shape, k  # whole tensors, not this rank's shard
+        torch.testing.assert_close(fsdp[k], v, rtol=0, atol=2e-3, msg=k)
+    losses = [pd.read_csv(tmp_path / n / "metrics.csv")["loss"].to_numpy() for n in ("ddp", "fsdp")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
+
+    exported = torch.load(tmp_path / "fsdp" / "export" / "teacher_backbone.pt")
+    teacher = {k.removeprefix("teacher.backbone."): v for k, v in fsdp.items() if k.startswith("teacher.backbone.")}
+    assert exported.keys() == teacher.keys()
+    for k, v in teacher.items():
+        assert torch.equal(exported[k], v), k
+
+    ckpts = tmp_path / "fsdp" / "checkpoints"
+    (ckpts / "step_00000004.pt").unlink()
+    _torchrun(tmp_path / "fsdp.yaml", "--resume")
+    again = torch.load(ckpts / "step_00000004.pt", weights_only=False)
+    for k, v in fsdp.items():
         assert torch.equal(v, again["model"][k]), k

@@ -128,7 +128,7 @@ class RunConfig:
     max_bad_steps: int = 5  # consecutive non-finite steps before giving up
     peak_tflops: float | None = None  # for MFU; None: guess from the device
     tensorboard: bool = False
-    fsdp: bool = False  # not supported yet (EMA over sharded params); kept so configs can say so
+    fsdp: bool = False  # under torchrun: shard student, teacher and optimizer state (FSDP2) instead of DDP
     progress: bool = True
 
 

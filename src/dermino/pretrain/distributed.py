@@ -3,6 +3,12 @@
 ``torchrun --nproc_per_node=N -m dermino.cli pretrain ...`` sets RANK / WORLD_SIZE /
 LOCAL_RANK / MASTER_ADDR / MASTER_PORT; without them everything runs as a single process.
 The backend is NCCL on GPUs and gloo on CPU, so the same code path is testable on a laptop.
+
+Two data-parallel modes: DDP (every rank holds the whole student and teacher; gradients are
+all-reduced) and FSDP (``run.fsdp=true``: PyTorch's ``fully_shard``, parameters, gradients and
+optimizer state split across ranks, for models that do not fit one device). Under FSDP the
+teacher is sharded exactly like the student, so the EMA update is a per-shard elementwise
+operation and never needs the whole model in one place.
 """
 
 from __future__ import annotations
@@ -63,6 +69,33 @@ def wrap_model(module: nn.Module, info: DistInfo) -> nn.Module:
         return module
     ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+def shard_branches(branches: list[nn.Module], info: DistInfo) -> None:
+    """FSDP: shard each transformer block, then each branch (its heads go with the root).
+
+    Student and teacher get the same layout, so their parameter shards line up one to one.
+    Works in place: afterwards the branches' parameters are DTensors holding this rank's shard.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not info.enabled:
+        raise ValueError("run.fsdp=true needs several processes: launch with torchrun --nproc_per_node=N")
+    mesh = init_device_mesh(info.device.type, (info.world_size,))
+    for branch in branches:
+        for block in branch.backbone.vit.blocks:  # type: ignore[union-attr]
+            fully_shard(block, mesh=mesh)
+        fully_shard(branch, mesh=mesh)
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return any(hasattr(p, "full_tensor") for p in module.parameters())
+
+
+def full_value(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a DTensor (e.g. a gradient norm under FSDP); unchanged otherwise."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

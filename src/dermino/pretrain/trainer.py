@@ -2,7 +2,7 @@
 
 ``pretrain(cfg) -> Path`` runs a whole job (the CLI and the demo call it). ``Trainer`` holds
 the pieces so tests can drive single steps. A step: set lr / wd from the schedules, run the
-student and teacher on each micro-batch (DDP syncs only on the last one), check the loss and
+student and teacher on each micro-batch (DDP / FSDP sync only on the last one), check the loss and
 gradient norm are finite on every rank (else skip the step, report it, and stop after
 ``run.max_bad_steps`` in a row), clip, step AdamW, then move the teacher by EMA.
 """
@@ -10,6 +10,7 @@ gradient norm are finite on every rank (else skip the step, report it, and stop 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import logging
 import math
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm.auto import tqdm
 
 from dermino.config import save_config, to_dict
@@ -37,8 +39,10 @@ from dermino.pretrain.distributed import (
     all_true,
     barrier,
     cleanup,
+    full_value,
     init_distributed,
     pick_device,
+    shard_branches,
     wrap_model,
 )
 from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
@@ -159,12 +163,17 @@ class Trainer:
 
         # ---- model
         self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes).to(self.device)
-        if cfg.run.fsdp:
-            raise ValueError(
-                "run.fsdp=true is not supported yet: the EMA teacher update needs unsharded student "
-                "parameters; use DDP (the default under torchrun)"
-            )
-        self.student = wrap_model(self.model.student, self.dist)
+        self.fsdp = bool(cfg.run.fsdp)
+        # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
+        # for the kNN monitor and the export (same architecture and grid, whatever the init).
+        self._teacher_template: nn.Module | None = None
+        if self.fsdp:
+            if self.dist.is_main:
+                self._teacher_template = copy.deepcopy(self.model.teacher.backbone).cpu()
+            shard_branches([self.model.student, self.model.teacher], self.dist)
+            self.student: nn.Module = self.model.student
+        else:
+            self.student = wrap_model(self.model.student, self.dist)
         self.student_call = torch.compile(self.student) if cfg.run.compile else self.student
         groups = param_groups(self.model.student, patch_embed_lr_mult=cfg.optim.patch_embed_lr_mult,
                               layerwise_decay=cfg.optim.layerwise_decay)
@@ -260,8 +269,11 @@ class Trainer:
         n = len(micro_batches)
         for i, mb in enumerate(micro_batches):
             mb = self._to_device(mb)
-            sync = n == 1 or i == n - 1 or not hasattr(self.student, "no_sync")
-            with contextlib.nullcontext() if sync else self.student.no_sync():
+            sync = n == 1 or i == n - 1
+            if self.fsdp:
+                self.student.set_requires_gradient_sync(sync)  # type: ignore[operator]
+            no_sync = not sync and not self.fsdp and hasattr(self.student, "no_sync")
+            with self.student.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
                 with self._autocast():
                     out = self.model.compute_loss(mb, float(temp), student=self.student_call)
                 self.scaler.scale(out.loss / n).backward()
@@ -273,13 +285,16 @@ class Trainer:
                 p.grad = None
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.clip_grad
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
         fp16 = self.scaler.is_enabled()
         finite = bool(torch.isfinite(loss_sum)) and (fp16 or bool(torch.isfinite(grad_norm)))
         ok = all_true(finite, self.device)
         if ok:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.fsdp:  # FSDP leaves a root's whole parameters in place after forward
+                self.model.teacher.reshard()  # type: ignore[operator]
+                self.model.student.reshard()  # type: ignore[operator]
             self.model.update_teacher(float(mom))
             for tl in teacher_logits:
                 self.model.update_centers(tl)
@@ -303,10 +318,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _model_and_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Whole (unsharded) states; under FSDP every rank must call this, rank 0 gets them."""
+        if not self.fsdp:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(self.model, options=opts),
+                get_optimizer_state_dict(self.model.student, self.optimizer, options=opts))
+
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint body. Under FSDP call it on every rank (it gathers the shards)."""
+        model_state, optimizer_state = self._model_and_optimizer_state()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "data_state": self.data_state,
             "bad_steps": self.bad_steps,
@@ -320,8 +351,19 @@ class Trainer:
                 f"checkpoint was written by {state.get('world_size')} process(es), this run has {self.world}: "
                 "exact resume needs the same world size"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:  # every rank read the whole checkpoint; each keeps its own shards
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=opts)
+            set_optimizer_state_dict(self.model.student, self.optimizer, state["optimizer"], options=opts)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.data_state = tuple(state["data_state"])
@@ -334,11 +376,31 @@ class Trainer:
         if self.dist.enabled:  # every rank's RNG (drop-path noise differs per rank)
             rng = [None] * self.world
             dist.all_gather_object(rng, ckpt.rng_state())
+        state = self.state_dict() if (self.dist.is_main or self.fsdp) else None
         if self.dist.is_main:
-            path = ckpt.save_checkpoint(self.out_dir / "checkpoints", self.step, self.state_dict(),
+            path = ckpt.save_checkpoint(self.out_dir / "checkpoints", self.step, state,
                                         keep=self.cfg.run.keep_checkpoints, rng=rng)
         barrier()
         return path
+
+    def whole_teacher_backbone(self) -> nn.Module | None:
+        """The teacher backbone with whole parameters on the main rank, None on the others.
+
+        Under FSDP the shards are gathered into a fresh, unsharded copy (every rank must call
+        this); otherwise it is the teacher's own backbone.
+        """
+        if not self.fsdp:
+            return self.model.teacher.backbone if self.dist.is_main else None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.model.teacher, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.dist.is_main:
+            return None
+        backbone = self._teacher_template
+        assert backbone is not None
+        prefix = "backbone."
+        backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        return copy.deepcopy(backbone).to(self.device).eval()  # the template itself stays on the CPU
 
     # ------------------------------------------------------------------ the job
 
@@ -393,9 +455,10 @@ class Trainer:
             metrics.close()
         if tb:
             tb.close()
-        if main:
+        teacher = self.whole_teacher_backbone()
+        if teacher is not None:
             arch = {"name": cfg.model.arch, **to_dict(cfg.model)}
-            path = ckpt.export_teacher(self.model.teacher.backbone, self.out_dir / "export", arch)
+            path = ckpt.export_teacher(teacher, self.out_dir / "export", arch)
             log.info("teacher backbone exported to %s", path)
         barrier()
         return self.out_dir
@@ -451,9 +514,10 @@ class _Monitor:
     def run(self, step: int) -> None:
         from dermino.pretrain.monitor import knn_accuracy
 
-        if self.t.dist.is_main:
+        teacher = self.t.whole_teacher_backbone()  # every rank (FSDP gathers shards)
+        if teacher is not None:
             with torch.random.fork_rng(devices=[]):
-                acc = knn_accuracy(self.t.model.teacher.backbone, self.train_df, self.val_df,
+                acc = knn_accuracy(teacher, self.train_df, self.val_df,
                                    self.t.cfg.data.monitor_size, self.t.device)
             path = self.t.out_dir / "monitor.csv"
             new = not path.is_file()
