@@ -202,3 +202,19 @@ def test_create_keeps_the_checkpoint_grid(tmp_path, registers):
     # an explicit img_size still wins (and then resamples)
     resized = create("dermino_vit_small_14", weights=str(path), **TINY, num_register_tokens=registers)
     assert resized.spec.img_size == 28
+
+
+def test_open_clip_tower_loads_a_whole_clip_checkpoint(tmp_path):
+    """A full CLIP state dict (image and text towers, as open_clip saves it) loads into the
+    image tower alone: every visual weight (its own positional embedding included) is used,
+    the text side is dropped, and the features equal open_clip's own encode_image."""
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    ref = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    torch.save(ref.state_dict(), tmp_path / "clip.pt")
+    torch.manual_seed(1)  # a different random init, so only loading can make them agree
+    tower = create("open_clip:ViT-S-32", weights=str(tmp_path / "clip.pt")).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(tower(x), ref.encode_image(x))
+        assert tower.forward_features(x)["patch"].shape == (2, 49, tower.visual.transformer.width)

@@ -185,14 +185,13 @@ class OpenCLIPVisual(nn.Module):
         raise NotImplementedError("open_clip towers expose no intermediate layers here")
 
     def load_checkpoint(self, sd: dict[str, Tensor]) -> tuple[list, list, list]:
-        sd = {
-            k.removeprefix("visual."): v
-            for k, v in sd.items()
-            if not k.startswith(("transformer.", "token_"))
-        }
-        return _load_plain(
-            self.visual, sd, ("text_projection", "logit_scale", "ln_final", "positional_embedding")
-        )
+        """A whole CLIP state dict (keep its ``visual.*`` part) or the image tower's own."""
+        if any(k.startswith("visual.") for k in sd):
+            text_side = [k for k in sd if not k.startswith("visual.")]
+            sd = {k.removeprefix("visual."): v for k, v in sd.items() if k.startswith("visual.")}
+            missing, unexpected, _ = _load_plain(self.visual, sd, ())
+            return missing, unexpected, text_side
+        return _load_plain(self.visual, sd, ())
 
 
 if importlib.util.find_spec("open_clip") is not None:
