@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import subprocess
@@ -49,6 +51,11 @@ def test_demo_writes_every_result(demo_run):
     for run in ("hybrid", "ssl-only"):
         assert (out / "pretrain" / run / "export" / "teacher_backbone.pt").is_file()
         assert (out / "pretrain" / run / "metrics.csv").is_file()
+    # the hybrid run records its knowledge classes and the class-prior level the report draws
+    summary = json.loads((out / "pretrain" / "hybrid" / "knowledge.json").read_text())
+    assert "melanoma" in summary["classes"] and 0 < summary["labelled_rows"] <= summary["rows"]
+    assert 0 < summary["class_prior_floor"] < math.log(2)
+    assert not (out / "pretrain" / "ssl-only" / "knowledge.json").exists()
 
 
 def test_report_has_every_section_with_numbers_from_the_results(demo_run):

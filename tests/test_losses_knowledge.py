@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dermino.losses import KnowledgeHead, knowledge_loss
+from dermino.losses.knowledge import class_prior_floor
 
 LOGITS = [[0.0, 2.0, -1.0], [1.0, 1.0, 1.0], [3.0, 0.0, 0.5]]
 TARGETS = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
@@ -86,3 +87,16 @@ def test_knowledge_head_trainable_prototypes_and_scale():
     assert head.weight.abs().sum() > 0
     with pytest.raises(ValueError):
         KnowledgeHead(torch.randn(5), in_dim=8)
+
+
+def test_class_prior_floor_golden():
+    # Label space {0, 1}: one row each -> p = 1/2, every BCE is ln 2.
+    # Label space {0, 2}: three rows of class 0, one of class 2 -> p0 = 3/4, p2 = 1/4;
+    # a class-0 row costs -ln 3/4 on both classes, the class-2 row -ln 1/4 on both.
+    # The unlabelled row (empty label space) counts for nothing.
+    targets = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.float)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 1], [1, 0, 1], [1, 0, 1], [0, 0, 0]], dtype=torch.float)
+    expected = (2 * math.log(2) - 3 * math.log(0.75) - math.log(0.25)) / 6
+    assert class_prior_floor(targets, mask) == pytest.approx(expected, rel=1e-9)
+    # no constant predictor does better, e.g. the untrained p = 1/2 everywhere
+    assert class_prior_floor(targets, mask) < float(knowledge_loss(torch.zeros(7, 3), targets, mask))

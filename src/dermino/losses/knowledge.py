@@ -83,3 +83,20 @@ def knowledge_loss(logits: Tensor, targets: Tensor, label_space_mask: Tensor) ->
     per_sample = bce.sum(dim=1) / n_classes.clamp(min=1)
     n_labelled = (n_classes > 0).sum().clamp(min=1)
     return per_sample.sum() / n_labelled
+
+
+def class_prior_floor(targets: Tensor, label_space_mask: Tensor) -> float:
+    """``knowledge_loss`` of the best image-blind predictor: each class's frequency among the
+    rows sharing its label space, as a constant probability.
+
+    A reference line for training logs: the term only says something about images once it
+    falls below this value (a frozen or untrained network sits at or above it).
+    """
+    t, m = targets.double(), label_space_mask.double()
+    spaces, group = torch.unique(m, dim=0, return_inverse=True)
+    prob = torch.zeros_like(t)
+    for g in range(len(spaces)):
+        rows = group == g
+        prob[rows] = (t[rows] * m[rows]).sum(0) / rows.sum()
+    logits = torch.logit(prob.clamp(1e-12, 1 - 1e-12))
+    return float(knowledge_loss(logits, t, m))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import json
 import logging
 import math
 import random
@@ -31,6 +32,7 @@ from dermino.config import save_config, to_dict
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.transforms import MultiCropTransform
+from dermino.losses.knowledge import class_prior_floor
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
@@ -118,8 +120,15 @@ class Trainer:
         k = cfg.losses.knowledge
         prototypes = None
         targets = mask = None
+        self.knowledge_summary: dict[str, Any] = {}
         if k.enabled:
             self.classes, targets, mask, prototypes = knowledge_inputs(self.df, k, cfg.run.seed)
+            self.knowledge_summary = {
+                "classes": self.classes,
+                "rows": len(self.df),
+                "labelled_rows": int((mask.sum(1) > 0).sum()),
+                "class_prior_floor": class_prior_floor(targets, mask),
+            }
         else:
             self.classes = []
         self.dataset = PretrainDataset(
@@ -413,6 +422,8 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out_dir / "config.yaml")
+            if self.knowledge_summary:  # the knowledge head's classes, and the loss to beat
+                (self.out_dir / "knowledge.json").write_text(json.dumps(self.knowledge_summary, indent=2))
         if resume and latest is not None:
             self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
             log.info("resumed from %s (step %d)", latest, self.step)
