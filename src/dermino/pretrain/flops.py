@@ -8,6 +8,9 @@ Check: ViT-B/14 with 2x224 + 8x98 crops gives about 0.5 TFLOP/image (DESIGN.md: 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import torch
 
 #: dense peak TFLOP/s by (device-name fragment, precision); the first match wins
@@ -16,15 +19,41 @@ PEAK_TFLOPS: list[tuple[str, str, float]] = [
     ("H200", "fp16", 989.0), ("H100", "fp16", 989.0), ("A100", "fp16", 312.0),
     ("H200", "fp32", 67.0), ("H100", "fp32", 67.0), ("A100", "fp32", 19.5),
 ]
-#: what a 2-core CPU delivers in practice (DESIGN.md section 5); used only when nothing better is known
-CPU_PEAK_TFLOPS = 0.06
+#: fp32 FLOPs per core per cycle by vector extension (two FMA units: 2 x 2 x lanes)
+CPU_FLOPS_PER_CYCLE = (("avx512f", 64), ("avx2", 32), ("sse2", 8))
 
 
-def vit_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0, patch_size: int = 14) -> float:
-    """Forward FLOPs of a ViT on one image with ``tokens`` tokens (patches + prefix tokens)."""
+def cpu_peak_tflops(threads: int | None = None) -> float:
+    """Theoretical fp32 peak of the cores torch uses: threads x clock x FLOPs per cycle.
+
+    Read from /proc/cpuinfo (Linux); elsewhere assume 2.5 GHz and AVX2. A theoretical peak keeps
+    MFU below 100 % (a "typical throughput" figure would not).
+    """
+    threads = threads or torch.get_num_threads()
+    mhz, flags = 2500.0, "avx2"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        mhz_values = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
+        max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        if max_freq.is_file():
+            mhz_values.append(int(max_freq.read_text()) / 1000)
+        mhz = max(mhz_values, default=mhz)
+        found = re.search(r"^flags\s*:(.*)$", info, re.M)
+        flags = found.group(1) if found else flags
+    except OSError:
+        pass
+    per_cycle = next((n for flag, n in CPU_FLOPS_PER_CYCLE if f" {flag}" in f" {flags} "), 8)
+    return threads * mhz * 1e6 * per_cycle / 1e12
+
+
+def vit_forward_flops(
+    tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0, patch_size: int = 14, n_prefix: int = 1
+) -> float:
+    """Forward FLOPs of a ViT on one image with ``tokens`` tokens (patches + ``n_prefix``
+    class/register tokens, which skip the patch embedding)."""
     per_block = 2 * tokens * dim * dim * (4 + 2 * mlp_ratio)  # qkv + proj + mlp
     per_block += 2 * 2 * tokens * tokens * dim  # q @ k^T and attn @ v
-    patch_embed = 2 * tokens * dim * 3 * patch_size * patch_size
+    patch_embed = 2 * (tokens - n_prefix) * dim * 3 * patch_size * patch_size
     return depth * per_block + patch_embed
 
 
@@ -56,8 +85,8 @@ def pretrain_flops_per_image(
     """
     g_patches = (global_size // patch_size) ** 2
     l_patches = (local_size // patch_size) ** 2
-    g = vit_forward_flops(g_patches + n_prefix, dim, depth, mlp_ratio, patch_size)
-    loc = vit_forward_flops(l_patches + n_prefix, dim, depth, mlp_ratio, patch_size)
+    g = vit_forward_flops(g_patches + n_prefix, dim, depth, mlp_ratio, patch_size, n_prefix)
+    loc = vit_forward_flops(l_patches + n_prefix, dim, depth, mlp_ratio, patch_size, n_prefix)
     student = n_global * g + n_local * loc
     teacher = n_global * g
     if head is not None:
@@ -72,7 +101,8 @@ def pretrain_flops_per_image(
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None = None) -> float:
-    """Peak TFLOP/s to compare against: ``override`` if given, else a table by GPU name."""
+    """Peak TFLOP/s to compare against: ``override`` if given, else a table by GPU name, or the
+    CPU's theoretical peak."""
     if override:
         return float(override)
     if device.type == "cuda":
@@ -82,4 +112,4 @@ def peak_tflops(device: torch.device, precision: str, override: float | None = N
             if frag in name and p == prec:
                 return tf
         return 100.0
-    return CPU_PEAK_TFLOPS
+    return cpu_peak_tflops()
