@@ -115,9 +115,10 @@ def _pretrain_section(demo: Demo) -> Section:
                 row[f"{col} (first → last)"] = f"{head[col].mean():.3f} → {tail[col].mean():.3f}"
         floor = _knowledge_floor(d)
         row["knowledge: class-prior level"] = "—" if floor is None else f"{floor:.3f}"
-        for col in ("images_per_s", "mfu"):
-            if col in df:
-                row[col] = f"{df[col].tail(5).mean():.3g}"
+        if "images_per_s" in df:
+            row["images/s"] = f"{df['images_per_s'].tail(5).mean():.3g}"
+        if "mfu" in df:
+            row["MFU"] = f"{df['mfu'].tail(5).mean():.1%}"
         rows.append(row)
     fig = _loss_figure(demo)
     c = demo.cfg
