@@ -70,21 +70,34 @@ def _knowledge_section(demo: Demo) -> Section:
 
 
 def _loss_figure(demo: Demo) -> Path | None:
-    runs = {name: d / "metrics.csv" for name, d in demo.pretrain_dirs.items() if (d / "metrics.csv").is_file()}
-    if not runs:
+    """One panel of loss terms per run, plus one for the knowledge term against its class-prior
+    level (on the shared axis it would be a flat line at the bottom)."""
+    frames = {name: pd.read_csv(d / "metrics.csv") for name, d in demo.pretrain_dirs.items()
+              if (d / "metrics.csv").is_file()}
+    if not frames:
         return None
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 3.4), squeeze=False)
-    for ax, (name, path) in zip(axes[0], runs.items(), strict=True):
-        df = pd.read_csv(path)
-        x = df["images_seen"] if "images_seen" in df else df.get("step", pd.Series(range(len(df))))
+    with_knowledge = {n: df for n, df in frames.items() if "knowledge" in df and (df["knowledge"] != 0).any()}
+    n_panels = len(frames) + bool(with_knowledge)
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels, 3.4), squeeze=False)
+
+    def steps(df: pd.DataFrame) -> pd.Series:
+        return df["step"] if "step" in df else pd.Series(range(len(df)))
+
+    for ax, (name, df) in zip(axes[0], frames.items(), strict=False):
         for col in LOSS_TERMS:
             if col in df and df[col].notna().any() and (df[col] != 0).any():
-                ax.plot(x, df[col], label=col, lw=1.4 if col == "loss" else 1.0)
-        floor = _knowledge_floor(demo.pretrain_dirs[name])
-        if floor is not None and "knowledge" in df and (df["knowledge"] != 0).any():
-            ax.axhline(floor, color="grey", ls="--", lw=0.8, label="knowledge: class-prior level")
+                ax.plot(steps(df), df[col], label=col, lw=1.4 if col == "loss" else 1.0)
         ax.set_title(f"pretraining: {name}")
-        ax.set_xlabel("images seen" if "images_seen" in df else "step")
+    if with_knowledge:
+        ax = axes[0][-1]
+        for name, df in with_knowledge.items():
+            line = ax.plot(steps(df), df["knowledge"], label=f"{name}: knowledge")[0]
+            floor = _knowledge_floor(demo.pretrain_dirs[name])
+            if floor is not None:
+                ax.axhline(floor, color=line.get_color(), ls="--", lw=0.8, label=f"{name}: class-prior level")
+        ax.set_title("knowledge term")
+    for ax in axes[0]:
+        ax.set_xlabel("step")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -112,7 +125,8 @@ def _pretrain_section(demo: Demo) -> Section:
         row: dict[str, object] = {"run": name, "logged steps": len(df)}
         for col in ("loss", "knowledge"):
             if col in df:
-                row[f"{col} (first → last)"] = f"{head[col].mean():.3f} → {tail[col].mean():.3f}"
+                switched_off = not (df[col] != 0).any()
+                row[f"{col} (first → last)"] = "—" if switched_off else f"{head[col].mean():.3f} → {tail[col].mean():.3f}"
         floor = _knowledge_floor(d)
         row["knowledge: class-prior level"] = "—" if floor is None else f"{floor:.3f}"
         if "images_per_s" in df:
