@@ -86,3 +86,26 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
         check=True, capture_output=True, timeout=120,
     )
     assert png.is_file() and png.stat().st_size > 20_000  # a blank page is a few kB
+
+
+def test_compare_two_backbones_of_the_run(demo_run, tmp_path, capsys):
+    """`dermino compare` pairs hybrid with ssl-only on the saved predictions: the point
+    difference is the difference of the two results' metrics, with a CI around it."""
+    from dermino.cli import main
+
+    out, _ = demo_run
+    path = tmp_path / "cmp.json"
+    assert main(["compare", str(out / "eval"), "hybrid", "ssl-only", "--bootstrap", "200", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    value = {(r.backbone, r.dataset, r.task): r.metrics["auroc"].value
+             for r in read_results(out / "eval" / "results") if r.task in ("knn", "linear")}
+    assert {(c["dataset"], c["task"]) for c in rows} == {
+        (d, t) for d in ("ham10000", "isic2017-melanoma") for t in ("knn", "linear")
+    }
+    for c in rows:
+        expected = value[("hybrid", c["dataset"], c["task"])] - value[("ssl-only", c["dataset"], c["task"])]
+        assert c["diff"] == pytest.approx(expected, abs=1e-9)
+        assert c["diff_ci"][0] <= c["diff"] <= c["diff_ci"][1] and 0 < c["p_value"] <= 1
+    assert "hybrid - ssl-only" in capsys.readouterr().out
+    assert main(["compare", str(out / "eval"), "hybrid", "no-such-backbone"]) == 2
+    assert "'no-such-backbone' not in" in capsys.readouterr().err

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "dermino.pretrain.cli",
     "embed": "dermino.evaluate.cli_embed",
     "evaluate": "dermino.evaluate.cli",
+    "compare": "dermino.evaluate.cli_compare",
     "segment": "dermino.segment.cli",
     "report": "dermino.report.cli",
     "demo": "dermino.demo",
