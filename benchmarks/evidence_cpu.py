@@ -13,7 +13,7 @@ What it does (all on ``../shared/data``, nothing downloaded):
    skin tone, on HAM10000 test lesions (7 classes) and ISIC 2017 validation (melanoma);
 5. frozen-backbone segmentation on PH2 and HAM10000: linear vs UperNet, random vs hybrid.
 
-Prints the tables and writes ``benchmarks/results/evidence_cpu.json``. Takes about an hour on
+Prints the tables and writes ``benchmarks/results/evidence_cpu.json``. Takes about 20 minutes on
 2 CPU cores with the defaults; ``--budget`` sets images per pretraining run.
 
     python benchmarks/evidence_cpu.py --budget 10000 --out runs/evidence
