@@ -138,14 +138,21 @@ def test_fsdp_needs_several_processes():
 @pytest.mark.slow
 def test_torchrun_fsdp_trains_like_ddp_and_resumes_exactly(tmp_path):
     """run.fsdp=true: the same 4 steps as DDP give the same losses and (to Adam's rounding) the
-    same weights; the checkpoint holds whole tensors under the usual names, the exported teacher
-    is the checkpoint's teacher, and resuming from step 2 re-creates step 4 bit for bit."""
+    same weights; the kNN monitor runs on the gathered teacher; the checkpoint holds whole tensors
+    under the usual names, the exported teacher is the checkpoint's teacher, and resuming from
+    step 2 re-creates step 4 bit for bit."""
+    from dermino.data.sample import sample_manifests
+
+    ph2 = sample_manifests(tmp_path / "manifests")["ph2"]  # for the kNN monitor (gathers under FSDP)
     runs = {}
     for name, fsdp in (("ddp", False), ("fsdp", True)):
         cfg = tiny_config(str(tmp_path / name))
         cfg.schedule.budget_steps = 4
         cfg.run.keep_checkpoints = 5
         cfg.run.fsdp = fsdp
+        cfg.data.monitor_train = cfg.data.monitor_val = str(ph2)
+        cfg.data.monitor_size = 28
+        cfg.run.monitor_every = 2
         save_config(cfg, tmp_path / f"{name}.yaml")
         _torchrun(tmp_path / f"{name}.yaml")
         runs[name] = torch.load(tmp_path / name / "checkpoints" / "step_00000004.pt", weights_only=False)
@@ -156,6 +163,9 @@ def test_torchrun_fsdp_trains_like_ddp_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(fsdp[k], v, rtol=0, atol=2e-3, msg=k)
     losses = [pd.read_csv(tmp_path / n / "metrics.csv")["loss"].to_numpy() for n in ("ddp", "fsdp")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
+    monitors = [pd.read_csv(tmp_path / n / "monitor.csv") for n in ("ddp", "fsdp")]
+    assert list(monitors[1]["step"]) == list(monitors[0]["step"]) == [2, 4]
+    assert all(m["knn_accuracy"].between(0, 1).all() for m in monitors)
 
     exported = torch.load(tmp_path / "fsdp" / "export" / "teacher_backbone.pt")
     teacher = {k.removeprefix("teacher.backbone."): v for k, v in fsdp.items() if k.startswith("teacher.backbone.")}
