@@ -179,3 +179,4 @@ def test_torchrun_fsdp_trains_like_ddp_and_resumes_exactly(tmp_path):
     again = torch.load(ckpts / "step_00000004.pt", weights_only=False)
     for k, v in fsdp.items():
         assert torch.equal(v, again["model"][k]), k
+    assert list(pd.read_csv(tmp_path / "fsdp" / "monitor.csv")["step"]) == [2, 4]  # step 4 redone, not repeated

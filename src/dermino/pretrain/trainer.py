@@ -523,6 +523,10 @@ class _Monitor:
         self.t = trainer
         self.train_df = _split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
         self.val_df = _split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
+        path = trainer.out_dir / "monitor.csv"
+        if trainer.dist.is_main and path.is_file():  # resumed: rows past the checkpoint are redone
+            old = pd.read_csv(path)
+            old[old["step"] <= trainer.step].to_csv(path, index=False)
 
     def run(self, step: int) -> None:
         from dermino.pretrain.monitor import knn_accuracy
