@@ -84,13 +84,11 @@ def shard_branches(branches: list[nn.Module], info: DistInfo) -> None:
         raise ValueError("run.fsdp=true needs several processes: launch with torchrun --nproc_per_node=N")
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     for branch in branches:
-        for block in branch.backbone.vit.blocks:  # type: ignore[union-attr]
+        # per-block units keep only one block's whole parameters in memory at a time; a backbone
+        # without timm-style blocks is sharded as one unit with its branch
+        for block in getattr(getattr(branch.backbone, "vit", None), "blocks", []):
             fully_shard(block, mesh=mesh)
         fully_shard(branch, mesh=mesh)
-
-
-def is_sharded(module: nn.Module) -> bool:
-    return any(hasattr(p, "full_tensor") for p in module.parameters())
 
 
 def full_value(t: torch.Tensor) -> torch.Tensor:
