@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from dermino.data.datasets import encode_label_targets, label_classes
-from dermino.losses.knowledge import class_prior_floor
 from dermino.pretrain.config import KnowledgeLossConfig
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,5 @@ def knowledge_inputs(
             f"(set losses.knowledge.vocabulary to the vocabulary the prototypes were built from)"
         )
     labelled = int((mask.sum(1) > 0).sum())
-    log.info("knowledge loss: %d classes, %d/%d rows labelled; an image-blind class-prior predictor scores %.4f",
-             len(classes), labelled, len(df), class_prior_floor(targets, mask))
+    log.info("knowledge loss: %d classes, %d/%d rows labelled", len(classes), labelled, len(df))
     return classes, targets.float(), mask.float(), protos

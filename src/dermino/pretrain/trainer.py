@@ -129,6 +129,8 @@ class Trainer:
                 "labelled_rows": int((mask.sum(1) > 0).sum()),
                 "class_prior_floor": class_prior_floor(targets, mask),
             }
+            log.info("knowledge loss to beat: %.4f (an image-blind predictor of each class's frequency)",
+                     self.knowledge_summary["class_prior_floor"])
         else:
             self.classes = []
         self.dataset = PretrainDataset(
@@ -477,13 +479,18 @@ class Trainer:
         return self.out_dir
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    """A resumed run redoes the steps after its checkpoint: forget their logged rows."""
+    if path.is_file() and path.stat().st_size > 0 and step >= 0:
+        old = pd.read_csv(path)
+        old[old["step"] <= step].to_csv(path, index=False)
+
+
 class _MetricsWriter:
     """metrics.csv, appended; on resume the rows after the checkpoint's step are dropped."""
 
     def __init__(self, path: Path, from_step: int):
-        if path.is_file() and from_step >= 0:
-            old = pd.read_csv(path)
-            old[old["step"] <= from_step].to_csv(path, index=False)
+        _drop_rows_after(path, from_step)
         new = not path.is_file() or path.stat().st_size == 0
         self.fh = open(path, "a", newline="")  # noqa: SIM115
         self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
@@ -523,10 +530,8 @@ class _Monitor:
         self.t = trainer
         self.train_df = _split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
         self.val_df = _split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
-        path = trainer.out_dir / "monitor.csv"
-        if trainer.dist.is_main and path.is_file():  # resumed: rows past the checkpoint are redone
-            old = pd.read_csv(path)
-            old[old["step"] <= trainer.step].to_csv(path, index=False)
+        if trainer.dist.is_main:
+            _drop_rows_after(trainer.out_dir / "monitor.csv", trainer.step)
 
     def run(self, step: int) -> None:
         from dermino.pretrain.monitor import knn_accuracy

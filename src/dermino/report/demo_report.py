@@ -69,11 +69,15 @@ def _knowledge_section(demo: Demo) -> Section:
     )
 
 
-def _loss_figure(demo: Demo) -> Path | None:
+def _metrics(demo: Demo) -> dict[str, pd.DataFrame]:
+    """Each pretraining run's metrics.csv, by run name (runs without one are left out)."""
+    return {name: pd.read_csv(d / "metrics.csv") for name, d in demo.pretrain_dirs.items()
+            if (d / "metrics.csv").is_file()}
+
+
+def _loss_figure(demo: Demo, frames: dict[str, pd.DataFrame]) -> Path | None:
     """One panel of loss terms per run, plus one for the knowledge term against its class-prior
     level (on the shared axis it would be a flat line at the bottom)."""
-    frames = {name: pd.read_csv(d / "metrics.csv") for name, d in demo.pretrain_dirs.items()
-              if (d / "metrics.csv").is_file()}
     if not frames:
         return None
     with_knowledge = {n: df for n, df in frames.items() if "knowledge" in df and (df["knowledge"] != 0).any()}
@@ -115,11 +119,9 @@ def _knowledge_floor(run_dir: Path) -> float | None:
 
 def _pretrain_section(demo: Demo) -> Section:
     rows = []
-    for name, d in demo.pretrain_dirs.items():
-        path = d / "metrics.csv"
-        if not path.is_file():
-            continue
-        df = pd.read_csv(path)
+    frames = _metrics(demo)
+    for name, df in frames.items():
+        d = demo.pretrain_dirs[name]
         # single logged steps are noisy: compare the means of the first and last few
         head, tail = df.head(3), df.tail(3)
         row: dict[str, object] = {"run": name, "logged steps": len(df)}
@@ -134,7 +136,7 @@ def _pretrain_section(demo: Demo) -> Section:
         if "mfu" in df:
             row["MFU"] = f"{df['mfu'].tail(5).mean():.1%}"
         rows.append(row)
-    fig = _loss_figure(demo)
+    fig = _loss_figure(demo, frames)
     c = demo.cfg
     return Section(
         "Pretraining",
