@@ -9,7 +9,6 @@ the Python/numpy/torch RNG states and the config, so a resumed run continues bit
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -19,13 +18,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from dermino.files import UnsafeFileError, load_torch, save_atomic
+
+__all__ = [
+    "CKPT_RE", "UnsafeFileError", "export_teacher", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+    "plain", "rng_state", "save_atomic", "save_checkpoint", "set_rng_state",
+]
+
 CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG state as tensors and plain values (so a checkpoint loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -34,24 +43,31 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        keys = npy["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
+    else:  # checkpoints written before the numpy state was stored as a tensor
+        np.random.set_state(npy)
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+def plain(obj: Any) -> Any:
+    """numpy scalars / arrays -> Python numbers / tensors, recursively, so the file loads with
+    ``weights_only=True`` (schedules are numpy arrays, so optimizer lrs easily become np.float64)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    return obj
 
 
 def save_checkpoint(
@@ -62,7 +78,7 @@ def save_checkpoint(
     ``rng``: one RNG state per rank (default: this process's only); resume picks its own.
     """
     ckpt_dir = Path(ckpt_dir)
-    state = {**state, "step": step, "rng": rng if rng is not None else [rng_state()]}
+    state = plain({**state, "step": step, "rng": rng if rng is not None else [rng_state()]})
     path = save_atomic(state, ckpt_dir / f"step_{step:08d}.pt")
     for old in list_checkpoints(ckpt_dir)[:-max(1, keep)]:
         old.unlink(missing_ok=True)
@@ -84,11 +100,15 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # name the file: a corrupt checkpoint is otherwise a riddle
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
+    """Tensors and plain values only (``weights_only=True``): a crafted checkpoint cannot run code.
+
+    Any failure (corrupt, truncated, or a pickle of arbitrary objects) is an
+    :class:`~dermino.files.UnsafeFileError` naming the file.
+    """
+    state = load_torch(path, map_location=map_location, what="checkpoint")
+    if not isinstance(state, dict) or "model" not in state:
+        raise UnsafeFileError(f"{path} is not a dermino pretraining checkpoint (no 'model' entry)")
+    return state
 
 
 def export_teacher(backbone: nn.Module, out_dir: str | Path, arch: dict[str, Any]) -> Path:

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dermino.runtime import pick_device  # re-exported: the one device chooser
+
 
 @dataclass
 class DistInfo:
@@ -36,15 +38,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU when there is one, else CPU."""
-    if pref == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if pref == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(pref)
 
 
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:

@@ -15,13 +15,11 @@ import csv
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -51,6 +49,7 @@ from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
 from dermino.pretrain.knowledge_setup import knowledge_inputs
 from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
 from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
+from dermino.runtime import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,6 @@ METRIC_COLUMNS = [
 
 class BadStepsError(RuntimeError):
     """Too many consecutive non-finite steps: the run has diverged."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def load_pretrain_manifest(cfg: PretrainConfig, out_dir: Path) -> pd.DataFrame:

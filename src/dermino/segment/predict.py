@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from dermino.config import from_dict, to_dict
 from dermino.data.images import IMAGE_EXTENSIONS, read_rgb
 from dermino.data.manifest import read_manifest
+from dermino.files import UnsafeFileError, load_torch
 from dermino.results import Result, write_result
+from dermino.runtime import pick_device
 from dermino.segment import metrics as M
 from dermino.segment.config import SegmentConfig
 from dermino.segment.data import EvalDataset, Pair, collate_eval, mask_pairs, to_tensor
@@ -35,9 +37,8 @@ CHECKPOINTS = {"best": "head_best.pt", "last": "head_last.pt"}
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """Kept for callers of this name; the one implementation is :func:`dermino.runtime.pick_device`."""
+    return pick_device(name)
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | None = None) -> tuple[SegmentationModel, SegmentConfig]:
@@ -46,7 +47,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | None = None
     path = run_dir / CHECKPOINTS.get(which, which)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path} (is {run_dir} a 'dermino segment train' output?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path, what="segmentation head")  # weights_only: a shared head cannot run code
+    if not isinstance(ckpt, dict) or "head" not in ckpt or "config" not in ckpt:
+        raise UnsafeFileError(f"{path} is not a 'dermino segment train' checkpoint (no 'head'/'config')")
     cfg = from_dict(SegmentConfig, ckpt["config"], where=str(path))
     if ckpt.get("backbone") is None and cfg.weights and not Path(cfg.weights).is_file():
         cfg.weights = ckpt.get("weights_abs") or cfg.weights  # run from another directory

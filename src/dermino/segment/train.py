@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from tqdm.auto import tqdm
 
 from dermino.config import save_config, to_dict
 from dermino.data.manifest import read_manifest
+from dermino.files import save_atomic
+from dermino.runtime import seed_everything
 from dermino.segment import metrics as M
 from dermino.segment.config import SegmentConfig
 from dermino.segment.data import Pair, SegmentationDataset, check_masks, mask_pairs
@@ -34,12 +35,6 @@ from dermino.segment.losses import DiceCELoss
 from dermino.segment.predict import CHECKPOINTS, evaluate_pairs, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _subset(pairs: list[Pair], n: int, seed: int) -> list[Pair]:
@@ -67,9 +62,7 @@ def _save(path: Path, model: SegmentationModel, cfg: SegmentConfig, extra: dict)
         "layers": model.layers,
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_atomic(payload, path)
 
 
 @torch.no_grad()
