@@ -71,17 +71,21 @@ def plain(obj: Any) -> Any:
 
 
 def save_checkpoint(
-    ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int = 2, rng: list[dict[str, Any]] | None = None
+    ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int = 2, rng: list[dict[str, Any]] | None = None,
+    protect: str | Path | None = None,
 ) -> Path:
-    """Write ``step_<N>.pt`` and prune all but the newest ``keep``.
+    """Write ``step_<N>.pt`` and prune all but the newest ``keep`` (never ``protect``: the last
+    checkpoint from before a divergence, kept in addition to the rolling ones).
 
     ``rng``: one RNG state per rank (default: this process's only); resume picks its own.
     """
     ckpt_dir = Path(ckpt_dir)
     state = plain({**state, "step": step, "rng": rng if rng is not None else [rng_state()]})
     path = save_atomic(state, ckpt_dir / f"step_{step:08d}.pt")
+    keep_name = Path(protect).name if protect is not None else None
     for old in list_checkpoints(ckpt_dir)[:-max(1, keep)]:
-        old.unlink(missing_ok=True)
+        if old.name != keep_name:
+            old.unlink(missing_ok=True)
     return path
 
 

@@ -32,6 +32,7 @@ from dermino.data.manifest import read_manifest, resolve
 from dermino.data.transforms import MultiCropTransform
 from dermino.losses.knowledge import class_prior_floor
 from dermino.pretrain import checkpoint as ckpt
+from dermino.pretrain import rescue
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
     DistInfo,
@@ -215,6 +216,7 @@ class Trainer:
         self.step = 0
         self.data_state = (0, 0)  # (epoch, images consumed by this rank in that epoch)
         self.bad_steps = 0
+        self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
         torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
 
     # ------------------------------------------------------------------ budget / data
@@ -309,14 +311,16 @@ class Trainer:
             if fp16:
                 self.scaler.update()
             self.bad_steps += 1
-            log.warning(
+            log.warning(  # step numbered from 1, as in metrics.csv
                 "step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
-                self.step, float(loss_sum), float(grad_norm), self.bad_steps,
+                self.step + 1, float(loss_sum), float(grad_norm), self.bad_steps,
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if self.bad_steps >= self.cfg.run.max_bad_steps:
-            raise BadStepsError(f"{self.bad_steps} consecutive non-finite steps (last: step {self.step - 1}); stopping")
+            raise BadStepsError(
+                f"{self.bad_steps} consecutive non-finite steps (steps {self.step - self.bad_steps + 1}-{self.step}); stopping"
+            )
         row = {k: float(v) for k, v in zip(TERMS, term_sum.tolist(), strict=True)}
         row.update(loss=float(loss_sum), lr=float(lr), wd=float(wd), momentum=float(mom),
                    teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok))
@@ -349,6 +353,7 @@ class Trainer:
             "bad_steps": self.bad_steps,
             "config": to_dict(self.cfg),
             "world_size": self.world,
+            "last_good": self.last_good.name if self.last_good is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -368,13 +373,18 @@ class Trainer:
             set_model_state_dict(self.model, state["model"], options=opts)
             set_optimizer_state_dict(self.model.student, self.optimizer, state["optimizer"], options=opts)
         else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as exc:  # e.g. an allowed architecture change
+                raise ValueError(f"the checkpoint does not fit this model/optimizer: {str(exc).splitlines()[0]}") from exc
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.data_state = tuple(state["data_state"])
         self.bad_steps = int(state.get("bad_steps", 0))
         ckpt.set_rng_state(state["rng"][self.dist.rank])
+        good = f"step_{self.step:08d}.pt" if self.bad_steps == 0 else state.get("last_good")
+        self.last_good = self.out_dir / "checkpoints" / good if good else None
 
     def save(self) -> Path | None:
         path = None
@@ -384,8 +394,12 @@ class Trainer:
             dist.all_gather_object(rng, ckpt.rng_state())
         state = self.state_dict() if (self.dist.is_main or self.fsdp) else None
         if self.dist.is_main:
+            # during a streak of skipped steps, the checkpoint from before it is never pruned
+            protect = self.last_good if self.bad_steps else None
             path = ckpt.save_checkpoint(self.out_dir / "checkpoints", self.step, state,
-                                        keep=self.cfg.run.keep_checkpoints, rng=rng)
+                                        keep=self.cfg.run.keep_checkpoints, rng=rng, protect=protect)
+        if self.bad_steps == 0:
+            self.last_good = self.out_dir / "checkpoints" / f"step_{self.step:08d}.pt"
         barrier()
         return path
 
@@ -410,20 +424,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ the job
 
-    def fit(self, resume: bool = False) -> Path:
+    def fit(self, resume: bool = False, resume_from: str | Path | None = None,
+            allow_config_change: list[str] | tuple[str, ...] = ()) -> Path:
+        """Run to the budget. ``resume``: continue from the newest checkpoint (same config, bar the
+        keys in ``allow_config_change``); ``resume_from``: continue from that checkpoint (the rescue
+        after a divergence; it may also change the learning rate)."""
         cfg, main = self.cfg, self.dist.is_main
         ckpt_dir = self.out_dir / "checkpoints"
         latest = ckpt.latest_checkpoint(ckpt_dir)
+        resume = resume or resume_from is not None
         if latest is not None and not resume:
             raise ValueError(f"{self.out_dir} already holds checkpoints ({latest.name}); pass --resume or another --out")
+        source = Path(resume_from) if resume_from is not None else (latest if resume else None)
+        state, changes = None, {}
+        if source is not None:
+            state = ckpt.load_checkpoint(source, map_location=self.device)
+            allowed = [*allow_config_change, *(rescue.RESCUE_KEYS if resume_from is not None else ())]
+            changes = rescue.check_resume_config(state.get("config", {}), to_dict(cfg), allowed, source)
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out_dir / "config.yaml")
+            if changes and (self.out_dir / "config.yaml").is_file():  # keep the recipe the earlier steps ran
+                (self.out_dir / "config.yaml").replace(self.out_dir / f"config.before_step_{int(state['step'])}.yaml")
+            if state is None or changes:
+                save_config(cfg, self.out_dir / "config.yaml")
             if self.knowledge_summary:  # the knowledge head's classes, and the loss to beat
                 (self.out_dir / "knowledge.json").write_text(json.dumps(self.knowledge_summary, indent=2))
-        if resume and latest is not None:
-            self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
-            log.info("resumed from %s (step %d)", latest, self.step)
+        if state is not None:
+            if resume_from is not None and main:
+                for p in rescue.set_aside_later(ckpt_dir, int(state["step"])):
+                    log.info("set aside %s (written after the checkpoint resumed from)", p)
+            barrier()
+            self.load_state_dict(state)
+            if changes:
+                log.warning("resumed with changed config: %s", ", ".join(f"{k}={v[1]!r}" for k, v in changes.items()))
+            log.info("resumed from %s (step %d)", source, self.step)
         if main:
             log.info(self.budget_summary())
             print(self.budget_summary(), flush=True)
@@ -436,7 +470,14 @@ class Trainer:
         t0, images_since = time.perf_counter(), 0
         while self.step < self.total_steps:
             micro = [next(stream) for _ in range(self.accum)]
-            row = self.train_step(micro)
+            try:
+                row = self.train_step(micro)
+            except BadStepsError as exc:
+                bar.close()
+                if metrics:
+                    metrics.close()
+                raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
+                                                            cfg.optim.base_lr)) from None
             images_since += self.global_batch
             bar.update(1)
             done = self.step >= self.total_steps
@@ -544,7 +585,8 @@ class _Monitor:
         barrier()
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
+def pretrain(cfg: PretrainConfig, resume: bool = False, resume_from: str | Path | None = None,
+             allow_config_change: list[str] | tuple[str, ...] = ()) -> Path:
     """Run (or resume) a pretraining job; returns the output directory.
 
     Under torchrun each process calls this; a single process needs nothing special.
@@ -552,7 +594,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> Path:
     started = not dist.is_initialized()
     info = init_distributed(cfg.run.device)
     try:
-        return Trainer(cfg, info).fit(resume=resume)
+        return Trainer(cfg, info).fit(resume=resume, resume_from=resume_from, allow_config_change=allow_config_change)
     finally:
         if started and info.enabled:
             cleanup()
