@@ -3,6 +3,11 @@
 Every job (pretrain, evaluate, segment, demo) describes its settings as a tree of
 dataclasses. A YAML file fills the tree, then ``key.sub=value`` overrides from the CLI
 patch it. Unknown keys are an error, so a typo in a config never silently does nothing.
+
+Value checks are declared where the field is, and run once, by :func:`check_config`, when a
+config loads: ``base_lr: Annotated[float, Positive] = 2e-3`` or
+``precision: Literal["fp32", "bf16", "fp16"] = "bf16"``. A new field gets its check by its
+annotation alone (see docs/architecture.md, "Configs").
 """
 
 from __future__ import annotations
@@ -15,11 +20,50 @@ from typing import Any, TypeVar
 
 import yaml
 
+from dermino.runtime import device_problem
+
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A config file or override does not fit the dataclass it should fill."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A numeric range for ``Annotated[float | int, Range(...)]`` fields (bounds left None are open)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def describe(self) -> str:
+        low = f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}" if self.ge is not None else ""
+        high = f"< {self.lt:g}" if self.lt is not None else f"<= {self.le:g}" if self.le is not None else ""
+        return " and ".join(x for x in (low, high) if x)
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None  # the type is checked by coercion, not here
+        ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+              and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        return None if ok else f"must be {self.describe()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """Marks a device field: ``auto | cpu | cuda | cuda:N | mps``, and it must exist on this machine."""
+
+    def problem(self, value: Any) -> str | None:
+        return device_problem(str(value))
+
+
+# the usual ranges, by meaning
+Positive = Range(gt=0)
+NonNegative = Range(ge=0)
+AtLeast1 = Range(ge=1)
+Probability = Range(ge=0, le=1)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -129,8 +173,54 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     return cfg
 
 
+def _checks(tp: Any) -> tuple[Any, list[Any]]:
+    """(base type, declared checks) of an annotation, through ``Optional`` and ``Annotated``."""
+    tp = _unwrap_optional(tp)
+    checks: list[Any] = []
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        checks = [m for m in meta if hasattr(m, "problem")]
+        tp = _unwrap_optional(base)
+    return tp, checks
+
+
+def config_problems(cfg: Any, where: str = "") -> list[str]:
+    """Every declared range / choice / device check that ``cfg`` fails, as ``key=value: why`` lines."""
+    problems: list[str] = []
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in dataclasses.fields(cfg):
+        key = f"{where}.{f.name}" if where else f.name
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        tp, checks = _checks(hints[f.name])
+        if typing.get_origin(tp) is typing.Literal:
+            choices = typing.get_args(tp)
+            if value not in choices:
+                problems.append(f"{key}={value!r}: must be one of {', '.join(map(repr, choices))}")
+        for check in checks:
+            why = check.problem(value)
+            if why:
+                problems.append(f"{key}={value!r}: {why}")
+        if dataclasses.is_dataclass(value):
+            problems += config_problems(value, key)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    problems += config_problems(item, f"{key}[{i}]")
+    return problems
+
+
+def check_config(cfg: T, source: str = "config") -> T:
+    """Raise one :class:`ConfigError` listing every failed check (each names its key and the allowed values)."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(f"invalid {source}:\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file (if any), then CLI overrides."""
+    """Defaults of ``cls``, then the YAML file (if any), then CLI overrides; then every declared check."""
     if path is None:
         cfg = cls()
     else:
@@ -141,7 +231,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         cfg = from_dict(cls, data, where=str(path))
-    return apply_overrides(cfg, overrides)
+    return check_config(apply_overrides(cfg, overrides), str(path) if path is not None else cls.__name__)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

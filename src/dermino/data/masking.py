@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
+
+from dermino.config import Probability
 
 
 @dataclass
 class MaskingConfig:
     """iBOT masking settings (DINOv2 recipe by default)."""
 
-    probability: float = 0.5  # fraction of global crops that get a mask
-    min_ratio: float = 0.1
-    max_ratio: float = 0.5
+    probability: Annotated[float, Probability] = 0.5  # fraction of global crops that get a mask
+    min_ratio: Annotated[float, Probability] = 0.1
+    max_ratio: Annotated[float, Probability] = 0.5
     min_block_patches: int = 4
     min_aspect: float = 0.3
 

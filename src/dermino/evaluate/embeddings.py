@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dermino.config import AtLeast1, Device
 from dermino.data.images import read_rgb
 from dermino.data.manifest import resolve
 
@@ -42,12 +44,12 @@ class EmbedConfig:
     image_size: int = 224  # center-crop side; must be a multiple of the patch size
     resize: int = 0  # shorter side before cropping; 0 = image_size (no border lost)
     interpolation: str = "bicubic"
-    pool: str = "cls"  # cls | mean (of patch tokens) | cls+mean (concatenated)
-    batch_size: int = 64
+    pool: Literal["cls", "mean", "cls+mean"] = "cls"  # mean: of patch tokens; cls+mean: concatenated
+    batch_size: Annotated[int, AtLeast1] = 64
     num_workers: int = 0
-    chunk_size: int = 1024  # rows per cached chunk (a crash loses at most one)
+    chunk_size: Annotated[int, AtLeast1] = 1024  # rows per cached chunk (a crash loses at most one)
     cache_dir: str = ".cache/dermino/embeddings"
-    device: str = "cpu"
+    device: Annotated[str, Device()] = "cpu"
 
 
 @dataclass(frozen=True)

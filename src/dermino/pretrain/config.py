@@ -7,7 +7,18 @@ is then an override such as ``losses.knowledge.enabled=false``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+from dermino.config import (
+    AtLeast1,
+    ConfigError,
+    Device,
+    NonNegative,
+    Positive,
+    Probability,
+    Range,
+    config_problems,
+)
 from dermino.data.masking import MaskingConfig
 from dermino.data.transforms import CropsConfig
 from dermino.models.heads import HeadConfig
@@ -18,11 +29,11 @@ class ModelConfig:
     """Backbone by registered name, plus architecture overrides (None keeps the named size)."""
 
     arch: str = "dermino_vit_base_14"
-    depth: int | None = None
-    embed_dim: int | None = None
-    num_heads: int | None = None
-    drop_path_rate: float = 0.4
-    num_register_tokens: int = 0
+    depth: Annotated[int, AtLeast1] | None = None
+    embed_dim: Annotated[int, AtLeast1] | None = None
+    num_heads: Annotated[int, AtLeast1] | None = None
+    drop_path_rate: Annotated[float, Probability] = 0.4
+    num_register_tokens: Annotated[int, NonNegative] = 0
     layerscale_init: float | None = 1e-5
     init_weights: str | None = None  # local checkpoint to start the student (and teacher) from
     heads: HeadConfig = field(default_factory=HeadConfig)
@@ -35,33 +46,33 @@ class DataConfig:
     manifests: list[str] = field(default_factory=lambda: ["sample"])
     splits: list[str] = field(default_factory=lambda: ["train", "none"])  # rows used for pretraining
     source_weights: dict[str, float] = field(default_factory=dict)  # empty: uniform over images
-    on_bad_image: str = "skip"  # raise | skip (logged, replaced by another image)
-    num_workers: int = 0
-    epoch_size: int | None = None  # images per "epoch" for epoch-based schedules; None: dataset size
+    on_bad_image: Literal["raise", "skip"] = "skip"  # skip: logged, replaced by another image
+    num_workers: Annotated[int, NonNegative] = 0
+    epoch_size: Annotated[int, AtLeast1] | None = None  # images per "epoch" for epoch-based schedules; None: dataset size
     # periodic kNN monitor (None: off): memory bank = split "train" rows of monitor_train,
     # queries = split "val" rows of monitor_val (all rows when a manifest has no such split)
     monitor_train: str | None = None
     monitor_val: str | None = None
-    monitor_size: int = 224
+    monitor_size: Annotated[int, AtLeast1] = 224
 
 
 @dataclass
 class DinoLossConfig:
     enabled: bool = True
-    weight: float = 1.0
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: float = 30
-    normalisation: str = "sinkhorn"  # sinkhorn | centering
-    sinkhorn_iterations: int = 3
-    center_momentum: float = 0.9
+    weight: Annotated[float, NonNegative] = 1.0
+    student_temp: Annotated[float, Positive] = 0.1
+    teacher_temp: Annotated[float, Positive] = 0.07
+    warmup_teacher_temp: Annotated[float, Positive] = 0.04
+    warmup_teacher_temp_epochs: Annotated[float, NonNegative] = 30
+    normalisation: Literal["sinkhorn", "centering"] = "sinkhorn"
+    sinkhorn_iterations: Annotated[int, AtLeast1] = 3
+    center_momentum: Annotated[float, Probability] = 0.9
 
 
 @dataclass
 class TermConfig:
     enabled: bool = True
-    weight: float = 1.0
+    weight: Annotated[float, NonNegative] = 1.0
 
 
 @dataclass
@@ -71,12 +82,12 @@ class KnowledgeLossConfig:
     text encoder, or ``"random"`` (tests/ablations: fixed random unit vectors)."""
 
     enabled: bool = True
-    weight: float = 1.0
+    weight: Annotated[float, NonNegative] = 1.0
     prototypes: str = "text"
     vocabulary: str | None = None  # vocabulary file (dermino knowledge build) to normalise labels
     trainable: bool = False
     learnable_scale: bool = False
-    init_scale: float = 1.0
+    init_scale: Annotated[float, Positive] = 1.0
 
 
 @dataclass
@@ -89,44 +100,44 @@ class LossesConfig:
 
 @dataclass
 class OptimConfig:
-    base_lr: float = 2e-3  # scaled by sqrt(global_batch / 1024)
-    min_lr: float = 1e-6
-    warmup_epochs: float = 10
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.2
+    base_lr: Annotated[float, Positive] = 2e-3  # scaled by sqrt(global_batch / 1024)
+    min_lr: Annotated[float, NonNegative] = 1e-6
+    warmup_epochs: Annotated[float, NonNegative] = 10
+    weight_decay: Annotated[float, NonNegative] = 0.04
+    weight_decay_end: Annotated[float, NonNegative] = 0.2
     betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float = 3.0
-    patch_embed_lr_mult: float = 0.2
-    layerwise_decay: float = 1.0  # 1.0 = off
-    freeze_last_layer_epochs: float = 1
-    momentum_teacher: float = 0.992
-    momentum_teacher_end: float = 1.0
+    clip_grad: Annotated[float, NonNegative] = 3.0  # 0 = off
+    patch_embed_lr_mult: Annotated[float, NonNegative] = 0.2
+    layerwise_decay: Annotated[float, Range(gt=0, le=1)] = 1.0  # 1.0 = off
+    freeze_last_layer_epochs: Annotated[float, NonNegative] = 1
+    momentum_teacher: Annotated[float, Probability] = 0.992
+    momentum_teacher_end: Annotated[float, Probability] = 1.0
 
 
 @dataclass
 class ScheduleConfig:
     """Budget in images or steps (one must be set); batch_size is per process per micro-step."""
 
-    batch_size: int = 64
-    grad_accum: int = 1
-    budget_images: int | None = None
-    budget_steps: int | None = None
+    batch_size: Annotated[int, AtLeast1] = 64
+    grad_accum: Annotated[int, AtLeast1] = 1
+    budget_images: Annotated[int, AtLeast1] | None = None
+    budget_steps: Annotated[int, AtLeast1] | None = None
 
 
 @dataclass
 class RunConfig:
     out_dir: str = "runs/pretrain"
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "bf16"  # fp32 | bf16 | fp16
+    device: Annotated[str, Device()] = "auto"  # auto | cpu | cuda | cuda:N (must exist here)
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     compile: bool = False
-    threads: int | None = None
-    checkpoint_every: int = 1000  # steps; the last step always checkpoints
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    monitor_every: int = 0  # steps; 0 = only at the end (if monitor manifests are set)
-    max_bad_steps: int = 5  # consecutive non-finite steps before giving up
-    peak_tflops: float | None = None  # for MFU; None: guess from the device
+    threads: Annotated[int, AtLeast1] | None = None
+    checkpoint_every: Annotated[int, AtLeast1] = 1000  # steps; the last step always checkpoints
+    keep_checkpoints: Annotated[int, AtLeast1] = 2
+    log_every: Annotated[int, AtLeast1] = 10
+    monitor_every: Annotated[int, NonNegative] = 0  # steps; 0 = only at the end (if monitor manifests are set)
+    max_bad_steps: Annotated[int, AtLeast1] = 5  # consecutive non-finite steps before giving up
+    peak_tflops: Annotated[float, Positive] | None = None  # for MFU; None: guess from the device
     tensorboard: bool = False
     fsdp: bool = False  # under torchrun: shard student, teacher and optimizer state (FSDP2) instead of DDP
     progress: bool = True
@@ -166,15 +177,12 @@ def tiny_config(out_dir: str = "runs/tiny_test", **run_overrides) -> PretrainCon
 
 
 def validate(cfg: PretrainConfig) -> None:
-    """Fail on bad values before any data or model is loaded (one message per problem)."""
-    problems = []
-    if cfg.run.precision not in ("fp32", "bf16", "fp16"):
-        problems.append(f"run.precision must be fp32, bf16 or fp16, got {cfg.run.precision!r}")
-    if cfg.losses.dino.normalisation not in ("sinkhorn", "centering"):
-        problems.append(f"losses.dino.normalisation must be sinkhorn or centering, got {cfg.losses.dino.normalisation!r}")
-    if cfg.data.on_bad_image not in ("raise", "skip"):
-        problems.append(f"data.on_bad_image must be raise or skip, got {cfg.data.on_bad_image!r}")
-    if not (cfg.schedule.budget_steps or cfg.schedule.budget_images):
+    """Fail on bad values before any data or model is loaded (one message per problem).
+
+    The per-field ranges and choices are declared on the fields and checked by
+    :func:`dermino.config.check_config` (also run by ``load_config``); this adds the cross-field rules."""
+    problems = config_problems(cfg)
+    if cfg.schedule.budget_steps is None and cfg.schedule.budget_images is None:
         problems.append("set schedule.budget_images or schedule.budget_steps")
     if cfg.schedule.batch_size < 2 and cfg.losses.koleo.enabled:
         problems.append("schedule.batch_size must be >= 2 for the KoLeo loss (nearest neighbours)")
@@ -182,7 +190,5 @@ def validate(cfg: PretrainConfig) -> None:
         size = getattr(cfg.crops, name)
         if size <= 0 or size % cfg.crops.patch_size:
             problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
-    if cfg.run.checkpoint_every <= 0 or cfg.run.log_every <= 0:
-        problems.append("run.checkpoint_every and run.log_every must be > 0")
     if problems:
-        raise ValueError("invalid pretraining config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid pretraining config:\n  - " + "\n  - ".join(problems))

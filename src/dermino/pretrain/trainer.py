@@ -158,9 +158,9 @@ class Trainer:
         )
 
         # ---- budget
-        if sc.budget_steps:
+        if sc.budget_steps is not None:
             self.total_steps = int(sc.budget_steps)
-        elif sc.budget_images:
+        elif sc.budget_images is not None:
             self.total_steps = max(1, math.ceil(sc.budget_images / self.global_batch))
         else:
             raise ValueError("set schedule.budget_images or schedule.budget_steps")

@@ -8,7 +8,9 @@ never contains an absolute path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from dermino.config import AtLeast1, Device, NonNegative, Positive, Probability, Range
 
 HEADS = ("linear", "upernet")
 
@@ -18,8 +20,8 @@ class AugmentConfig:
     """Joint image/mask augmentation: the same geometry is applied to both."""
 
     enabled: bool = True
-    hflip: float = 0.5  # probability
-    vflip: float = 0.5
+    hflip: Annotated[float, Probability] = 0.5
+    vflip: Annotated[float, Probability] = 0.5
     rot90: bool = True  # random multiple of 90 degrees (square inputs only)
     scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area share of the crop
     ratio: list[float] = field(default_factory=lambda: [0.75, 1.333])  # crop aspect range
@@ -32,21 +34,21 @@ class SegmentConfig:
     backbone: str = "dermino_vit_base_14"  # registry name for dermino.models.create
     weights: str | None = None  # local checkpoint; None = random init (tests, smoke runs)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim
-    head: str = "linear"  # linear | upernet
+    head: Literal["linear", "upernet"] = "linear"
     out: str = "runs/segment"
     img_size: list[int] = field(default_factory=lambda: [224, 224])  # [side] or [height, width]
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_epochs: float = 0.0
+    epochs: Annotated[int, AtLeast1] = 20
+    batch_size: Annotated[int, AtLeast1] = 16
+    lr: Annotated[float, Positive] = 1e-3
+    weight_decay: Annotated[float, NonNegative] = 0.0
+    warmup_epochs: Annotated[float, NonNegative] = 0.0
     dice_weight: float = 1.0  # loss = dice_weight * soft Dice loss + ce_weight * cross-entropy
     ce_weight: float = 1.0
-    dropout: float = 0.1
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
     upernet_channels: int = 64  # the usual mmseg value is 512; 64 keeps CPU runs light
     layers: list[int] = field(default_factory=list)  # backbone blocks fed to the head (default: auto)
     finetune_backbone: bool = False
-    backbone_lr: float = 1e-5  # only used when finetune_backbone
+    backbone_lr: Annotated[float, Positive] = 1e-5  # only used when finetune_backbone
     cache_features: bool = True  # frozen backbone + augmentation off: embed each image once
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_threshold: float | None = None  # accept soft/anti-aliased masks: lesion >= this x top level
@@ -56,9 +58,9 @@ class SegmentConfig:
     max_train: int = 0  # first N training rows after a seeded shuffle (0 = all)
     max_val: int = 0
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    device: Annotated[str, Device()] = "auto"  # auto | cpu | cuda | cuda:1 ... (must exist here)
     num_workers: int = 0
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, NonNegative] = 1000
     progress: bool = True
 
     def validate(self) -> None:

@@ -1,0 +1,83 @@
+"""Config values are range-checked once, when the config loads; each error names the key and the range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import pytest
+import torch
+
+from dermino.cli import main
+from dermino.config import AtLeast1, ConfigError, Positive, Probability, Range, check_config, load_config
+from dermino.pretrain.config import PretrainConfig, tiny_config, validate
+from dermino.segment.config import SegmentConfig
+
+PRETRAIN_YAML = "configs/pretrain/tiny_cpu.yaml"
+
+
+@dataclass
+class Inner:
+    p: Annotated[float, Probability] = 0.5
+    n: Annotated[int, AtLeast1] | None = None
+
+@dataclass
+class Outer:
+    lr: Annotated[float, Positive] = 1.0
+    mode: Literal["a", "b"] = "a"
+    frac: Annotated[float, Range(gt=0, lt=1)] = 0.5
+    inner: Inner = None  # type: ignore[assignment]
+    items: list[Inner] = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.base_lr=-1e-3", "optim.base_lr=-0.001: must be > 0"),
+        ("schedule.budget_steps=0", "schedule.budget_steps=0: must be >= 1"),
+        ("losses.dino.teacher_temp=0", "losses.dino.teacher_temp=0.0: must be > 0"),
+        ("masking.probability=1.5", "masking.probability=1.5: must be >= 0 and <= 1"),
+        ("run.precision=fp8", "run.precision='fp8': must be one of 'fp32', 'bf16', 'fp16'"),
+        ("losses.dino.normalisation=softmax", "must be one of 'sinkhorn', 'centering'"),
+    ],
+)
+def test_bad_values_are_refused_at_load_naming_key_and_range(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, PRETRAIN_YAML, [override])
+    assert expected in str(err.value) and PRETRAIN_YAML in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_unavailable_device_is_a_config_error_not_a_traceback(capsys):
+    rc = main(["pretrain", "--config", PRETRAIN_YAML, "run.device=cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run.device='cuda'" in err and "no CUDA GPU" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="device='cuda:0'"):
+        load_config(SegmentConfig, None, ["manifest=x.csv", "device=cuda:0"])
+
+
+def test_negative_lr_through_the_cli_is_rc2_before_any_training(tmp_path, capsys):
+    rc = main(["pretrain", "--config", PRETRAIN_YAML, "--out", str(tmp_path / "run"), "optim.base_lr=-1e-3"])
+    assert rc == 2 and "optim.base_lr" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_programmatic_configs_are_checked_too():
+    cfg = tiny_config()
+    cfg.optim.base_lr = 0.0
+    cfg.run.keep_checkpoints = 0
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "optim.base_lr=0.0: must be > 0" in str(err.value) and "run.keep_checkpoints=0" in str(err.value)
+
+
+def test_a_new_field_is_checked_by_its_annotation_alone():
+    ok = Outer(inner=Inner(), items=[Inner()])
+    assert check_config(ok) is ok
+    bad = Outer(lr=-1, mode="c", frac=1.0, inner=Inner(p=2.0, n=0), items=[Inner(), Inner(p=-0.1)])
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    msg = str(err.value)
+    for part in ("lr=-1: must be > 0", "mode='c'", "frac=1.0: must be > 0 and < 1", "inner.p=2.0",
+                 "inner.n=0: must be >= 1", "items[1].p=-0.1"):
+        assert part in msg
