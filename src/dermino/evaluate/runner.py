@@ -171,6 +171,32 @@ def _skin_tone(ds: PreparedDataset, progress: bool) -> None:
     ds.df.loc[ds.df.index[test], "skin_tone"] = tones["skin_tone"].to_numpy()
 
 
+def preflight(cfg: EvalConfig) -> list[PreparedDataset]:
+    """Build every backbone (with its weights) and read every manifest; raise one error listing
+    every problem, so a typo in the last backbone is found before hours are spent on the first."""
+    from dermino.models import create
+
+    problems = []
+    for bb in cfg.backbones:
+        if bb.weights and not Path(bb.weights).is_file():
+            problems.append(f"backbone {bb.name!r}: weights file not found: {bb.weights}")
+            continue
+        try:
+            model = create(bb.model or bb.name, weights=bb.weights, **bb.overrides)
+            del model
+        except Exception as exc:  # unknown name, bad overrides, weights that do not fit
+            problems.append(f"backbone {bb.name!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
+    prepared = []
+    for spec in cfg.datasets:
+        try:
+            prepared.append(prepare_dataset(spec, cfg.seed))
+        except Exception as exc:  # missing / unreadable manifest, missing label column, no test rows
+            problems.append(f"dataset {spec.name!r}: {exc}")
+    if problems:
+        raise ValueError("evaluate: nothing was computed or written; fix first:\n  - " + "\n  - ".join(problems))
+    return prepared
+
+
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Evaluate every backbone on every dataset; return the output folder."""
     from dermino.evaluate.plots import make_plots
@@ -178,13 +204,13 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     from dermino.models import create
 
     cfg.validate()
+    prepared = preflight(cfg)  # every backbone, weights file and manifest, before anything is written
     out = Path(cfg.out_dir)
     (out / "results").mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     protocols = {"knn": lambda t: knn_protocol(t, cfg.knn, cfg.progress),
                  "linear": lambda t: linear_protocol(t, cfg.linear)}
-    for spec in cfg.datasets:
-        ds = prepare_dataset(spec, cfg.seed)
+    for spec, ds in zip(cfg.datasets, prepared, strict=True):
         log.info("%s: %s", spec.name, {s: int((ds.split == s).sum()) for s in ("train", "val", "test")})
         attrs: dict[str, np.ndarray] = {}
         if "fairness" in cfg.protocols:
