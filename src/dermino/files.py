@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,17 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
             f"cannot read {what} {path}: it is corrupt or holds more than tensors and plain values "
             f"(refused to unpickle arbitrary objects: {first})"
         ) from exc
+
+
+def cache_root() -> Path:
+    """Where caches go when no output folder is given: ``$DERMINO_CACHE``, else the platform's
+    user cache folder (``$XDG_CACHE_HOME``/``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows) + ``dermino``. Never the current directory."""
+    env = os.environ.get("DERMINO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "dermino"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "dermino" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dermino"

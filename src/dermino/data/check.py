@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+
+from dermino.progress import tqdm
 
 from .images import MAX_PIXELS, ImageReadError, read_mask, read_rgb
 from .manifest import resolve

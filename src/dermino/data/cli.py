@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..files import write_text_atomic
 from .adapters import ADAPTERS, DOWNLOADERS, build
 from .check import check_images
 from .info import format_summary, summarize
@@ -80,6 +81,7 @@ def _prepare(args: argparse.Namespace) -> int:
         raise ValueError("--csv/--map are options of the 'folder' adapter")
     df = build(args.name, args.root, **opts)
     missing = df.attrs.get("missing_images", [])
+    skipped = df.attrs.get("skipped_entries", [])  # symlink loops, broken links, unreadable entries
     if len(df) == 0:
         print(f"{args.name}: no images found under {args.root} ({len(missing)} listed but absent); "
               "nothing written")
@@ -94,8 +96,14 @@ def _prepare(args: argparse.Namespace) -> int:
           + (f"  ({len(missing)} listed images missing)" if missing else ""))
     if missing:
         miss_path = path.with_name(path.stem + ".missing.txt")
-        miss_path.write_text("\n".join(missing) + "\n")
+        write_text_atomic(miss_path, "\n".join(missing) + "\n")
         print(f"missing images listed in {miss_path}")
+    if skipped:
+        skip_path = path.with_name(path.stem + ".skipped.txt")
+        write_text_atomic(skip_path, "\n".join(skipped) + "\n")
+        print(f"{len(skipped)} entries skipped (symlink loops, broken links, unreadable): listed in {skip_path}")
+        for line in skipped[:5]:
+            print(f"  skipped: {line.replace(chr(9), '  ')}")
     return 0
 
 

@@ -65,11 +65,43 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     if path.suffix.lower() in {".parquet", ".pq"}:
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types; all mean "not a readable Parquet file"
+            raise ManifestReadError(f"{path}: cannot read this Parquet manifest: {exc}") from exc
     else:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = _read_csv(path)
     df.attrs["root"] = str(path.parent.resolve())  # absolute: paths resolve from any cwd
     return df
+
+
+class ManifestReadError(ValueError):
+    """A manifest file that cannot be parsed; the message names the file (and the line when known)."""
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int, int, int]:
+    """(line, column, byte) of the first byte sequence that is not UTF-8."""
+    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return n, exc.start + 1, line[exc.start]
+    return 0, 0, 0
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError as exc:
+        raise ManifestReadError(f"{path}: the manifest is empty (expected a header line, e.g. 'image,labels,split')") from exc
+    except UnicodeDecodeError as exc:
+        line, col, byte = _first_bad_utf8_line(path)
+        raise ManifestReadError(
+            f"{path}, line {line}, column {col}: byte 0x{byte:02x} is not UTF-8; manifests are UTF-8 text "
+            f"(re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`)"
+        ) from exc
+    except pd.errors.ParserError as exc:  # pandas names the line ("Expected 3 fields in line 5, saw 4")
+        raise ManifestReadError(f"{path}: {str(exc).strip()}") from exc
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = None) -> Path:

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="local checkpoint file")
     p.add_argument("--manifest", required=True, help="manifest CSV/Parquet")
     p.add_argument("--split", default=None, help="only rows of this split")
-    p.add_argument("--out", default=None, help="also write features to this .npy file")
+    p.add_argument("--out", default=None,
+                   help="also write features to this .npy file (the cache then lives in cache/ beside it)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[],
                    help="EmbedConfig overrides, e.g. image_size=112 pool=cls+mean batch_size=32")
     p.add_argument("--model-arg", dest="model_args", nargs="*", default=[],
@@ -28,9 +29,12 @@ def _run(args: argparse.Namespace) -> int:
     from dermino.config import apply_overrides
     from dermino.data.manifest import read_manifest
     from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
+    from dermino.files import atomic_path
     from dermino.models import create
 
     cfg = apply_overrides(EmbedConfig(), args.overrides)
+    if not cfg.cache_dir:  # beside the output when there is one, else the documented cache folder
+        cfg.cache_dir = str(Path(args.out).parent / "cache" / "embeddings") if args.out else ""
     df = read_manifest(args.manifest)
     if args.split:
         root = df.attrs["root"]
@@ -45,8 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     model = create(args.backbone, weights=args.weights, **kwargs)
     emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, emb.features)
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, emb.features)
     print(json.dumps({"cache": str(emb.path), "key": emb.key, "rows": len(emb.features),
                       "dim": int(emb.features.shape[1]), "computed_rows": emb.computed_rows,
                       "transform": emb.meta["transform"]}, indent=2))

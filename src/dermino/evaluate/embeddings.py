@@ -27,11 +27,12 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from dermino.config import AtLeast1, Device
 from dermino.data.images import read_rgb
 from dermino.data.manifest import resolve
+from dermino.files import atomic_path, cache_root
+from dermino.progress import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class EmbedConfig:
     batch_size: Annotated[int, AtLeast1] = 64
     num_workers: int = 0
     chunk_size: Annotated[int, AtLeast1] = 1024  # rows per cached chunk (a crash loses at most one)
-    cache_dir: str = ".cache/dermino/embeddings"
+    cache_dir: str = ""  # "": <output folder>/cache when the command has one, else $DERMINO_CACHE/embeddings
     device: Annotated[str, Device()] = "cpu"
 
 
@@ -155,6 +156,11 @@ def rows_hash(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def resolve_cache_dir(cache_dir: str | Path = "") -> Path:
+    """``cache_dir`` when set, else ``embeddings/`` under :func:`dermino.files.cache_root`."""
+    return Path(cache_dir) if str(cache_dir) else cache_root() / "embeddings"
+
+
 def cache_key(model_id: str, rows_id: str, transform: EvalTransform, pool: str) -> str:
     blob = json.dumps(
         {"v": CACHE_VERSION, "model": model_id, "rows": rows_id, "transform": transform.params(), "pool": pool},
@@ -190,9 +196,8 @@ class Embeddings:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
 
 
 def extract_embeddings(
@@ -219,7 +224,7 @@ def extract_embeddings(
     model_id = model_hash(model, weights)
     rows_id = rows_hash(paths)
     key = cache_key(model_id, rows_id, transform, cfg.pool)
-    folder = Path(cfg.cache_dir) / key
+    folder = resolve_cache_dir(cfg.cache_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "version": CACHE_VERSION, "model_name": model_name, "model": model_id, "rows": rows_id,

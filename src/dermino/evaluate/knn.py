@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dermino.evaluate.task import EvalTask, Predictions
+from dermino.progress import tqdm
 
 
 @dataclass

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dermino.data.images import read_rgb
 from dermino.data.manifest import resolve
+from dermino.progress import tqdm
 
 #: (lower bound exclusive, name) from light to dark; below the last bound is "dark"
 ITA_BINS: list[tuple[float, str]] = [

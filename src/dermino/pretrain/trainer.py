@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from dermino.config import save_config, to_dict
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
@@ -50,6 +49,7 @@ from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
 from dermino.pretrain.knowledge_setup import knowledge_inputs
 from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
 from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
+from dermino.progress import tqdm
 from dermino.runtime import seed_everything
 
 log = logging.getLogger(__name__)

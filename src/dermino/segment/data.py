@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from dermino.data.images import ImageReadError, read_rgb
 from dermino.data.manifest import resolve
+from dermino.progress import tqdm
 from dermino.segment.config import AugmentConfig
 
 log = logging.getLogger(__name__)

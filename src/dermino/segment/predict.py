@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dermino.config import from_dict, to_dict
 from dermino.data.images import IMAGE_EXTENSIONS, read_rgb
 from dermino.data.manifest import read_manifest
 from dermino.files import UnsafeFileError, load_torch
+from dermino.progress import tqdm
 from dermino.results import Result, write_result
 from dermino.runtime import pick_device
 from dermino.segment import metrics as M

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dermino.config import save_config, to_dict
 from dermino.data.manifest import read_manifest
 from dermino.files import save_atomic
+from dermino.progress import tqdm
 from dermino.runtime import seed_everything
 from dermino.segment import metrics as M
 from dermino.segment.config import SegmentConfig

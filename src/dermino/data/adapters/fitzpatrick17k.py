@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+
+from dermino.progress import tqdm
 
 from ..disease_names import normalise_disease_name
 from ._common import clean, download_files, finish, first_existing, index_files, rel

@@ -12,6 +12,9 @@ as extra columns. Image paths in the CSV are relative to ``root`` (or absolute).
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +25,7 @@ from ..manifest import COLUMNS, LABEL_SEP
 from ._common import clean, clean_age, clean_sex, finish, rel
 
 NAME = "folder"
+log = logging.getLogger(__name__)
 
 
 def parse_mapping(text: str | dict[str, str] | None) -> dict[str, str]:
@@ -58,17 +62,75 @@ def build_manifest(
         raise FileNotFoundError(f"folder not found: {root}")
     if csv:
         return _from_csv(root, Path(csv) if Path(csv).is_absolute() else root / csv, parse_mapping(map), source, modality)
-    rows, labels = [], set()
+    rows, labels, skipped = [], set(), []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         names = normalise_labels([sub.name])
         label = names[0] if names else ""
-        for img in sorted(sub.rglob("*")):
-            if img.is_file() and img.suffix.lower() in IMAGE_EXTENSIONS:
-                rows.append({"image": rel(img, root), "split": "", "labels": label, "modality": modality})
-                labels.add(label)
+        for img in walk_images(sub, skipped):
+            rows.append({"image": rel(img, root), "split": "", "labels": label, "modality": modality})
+            labels.add(label)
+    if skipped:
+        log.warning("%s: %d entries skipped (symlink loops, broken links, unreadable); first: %s", root,
+                    len(skipped), "; ".join(f"{p} ({why})" for p, why in skipped[:3]))
     if not rows:
-        raise ValueError(f"{root}: no images in class sub-folders (expected root/<label>/<image>)")
-    return finish(rows, root, source, sorted(labels), [])
+        raise ValueError(f"{root}: no images in class sub-folders (expected root/<label>/<image>)"
+                         + (f"; {len(skipped)} entries skipped" if skipped else ""))
+    df = finish(rows, root, source, sorted(labels), [])
+    df.attrs["skipped_entries"] = [f"{p}\t{why}" for p, why in skipped]
+    return df
+
+
+def walk_images(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Image files under ``folder``, following directory links once each.
+
+    Nothing is dropped silently: a symlink loop, a broken link or an unreadable file or folder
+    is appended to ``skipped`` as ``(path, reason)``.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def visit(d: Path) -> None:
+        real = os.path.realpath(d)
+        parent = os.path.realpath(d.parent)
+        if d != folder and (parent == real or parent.startswith(real.rstrip(os.sep) + os.sep)):
+            skipped.append((str(d), "symlink loop (links to a folder that contains it)"))
+            return
+        if real in seen:
+            skipped.append((str(d), "symlink to a folder already walked"))
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((str(d), f"unreadable folder: {exc.strerror or exc}"))
+            return
+        for e in entries:
+            path = Path(e.path)
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    visit(path)
+                    continue
+                if not e.is_file(follow_symlinks=True):
+                    if e.is_symlink():
+                        try:
+                            os.stat(path)
+                        except OSError as exc:
+                            reason = "symlink loop" if exc.errno == errno.ELOOP else "broken symlink"
+                            skipped.append((str(path), reason))
+                    continue
+            except OSError as exc:
+                why = "symlink loop" if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror or exc}"
+                skipped.append((str(path), why))
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if not os.access(path, os.R_OK):
+                skipped.append((str(path), "unreadable file (permission denied)"))
+                continue
+            found.append(path)
+
+    visit(folder)
+    return found
 
 
 def _from_csv(root: Path, path: Path, mapping: dict[str, str], source: str, modality: str) -> pd.DataFrame:
