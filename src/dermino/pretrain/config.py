@@ -7,6 +7,7 @@ is then an override such as ``losses.knowledge.enabled=false``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 from dermino.config import (
@@ -35,8 +36,15 @@ class ModelConfig:
     drop_path_rate: Annotated[float, Probability] = 0.4
     num_register_tokens: Annotated[int, NonNegative] = 0
     layerscale_init: float | None = 1e-5
-    init_weights: str | None = None  # local checkpoint to start the student (and teacher) from
+    # local checkpoint to start the student (and teacher) from; None / "none": random init
+    init_weights: str | None = None
     heads: HeadConfig = field(default_factory=HeadConfig)
+
+    @property
+    def init_path(self) -> str | None:
+        """``init_weights`` with the explicit ``none`` read as no file."""
+        w = self.init_weights
+        return None if w is None or str(w).strip().lower() in ("", "none", "null") else str(w)
 
 
 @dataclass
@@ -120,6 +128,8 @@ class ScheduleConfig:
 
     batch_size: Annotated[int, AtLeast1] = 64
     grad_accum: Annotated[int, AtLeast1] = 1
+    # when set, batch_size x processes x grad_accum must equal it (the run refuses otherwise)
+    global_batch: Annotated[int, AtLeast1] | None = None
     budget_images: Annotated[int, AtLeast1] | None = None
     budget_steps: Annotated[int, AtLeast1] | None = None
 
@@ -190,5 +200,11 @@ def validate(cfg: PretrainConfig) -> None:
         size = getattr(cfg.crops, name)
         if size <= 0 or size % cfg.crops.patch_size:
             problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
+    init = cfg.model.init_path
+    if init is not None and not Path(init).is_file():
+        problems.append(
+            f"model.init_weights={cfg.model.init_weights!r}: file not found (download the weights there, pass "
+            "model.init_weights=PATH, or model.init_weights=none to start from random weights on purpose)"
+        )
     if problems:
         raise ConfigError("invalid pretraining config:\n  - " + "\n  - ".join(problems))

@@ -44,7 +44,7 @@ def build_backbone(cfg: ModelConfig, img_size: int) -> nn.Module:
     for name in ("depth", "embed_dim", "num_heads"):
         if getattr(cfg, name) is not None:
             overrides[name] = getattr(cfg, name)
-    return create(cfg.arch, weights=cfg.init_weights, **overrides)
+    return create(cfg.arch, weights=cfg.init_path, **overrides)
 
 
 class Branch(nn.Module):

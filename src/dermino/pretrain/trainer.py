@@ -101,6 +101,13 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist_info or DistInfo(device=pick_device(cfg.run.device))
         self.device = self.dist.device
+        sc = cfg.schedule
+        got = sc.batch_size * self.dist.world_size * max(1, sc.grad_accum)
+        if sc.global_batch is not None and sc.global_batch != got:  # before any data is read
+            raise ValueError(
+                f"schedule.global_batch={sc.global_batch} but batch_size {sc.batch_size} x {self.dist.world_size} "
+                f"process(es) x grad_accum {sc.grad_accum} = {got}: set schedule.grad_accum (or batch_size) to match"
+            )
         self.out_dir = Path(cfg.run.out_dir)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
