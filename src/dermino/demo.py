@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dermino.config import apply_overrides, load_config, save_config, to_dict
+from dermino.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,7 @@ class Demo:
         seconds = time.perf_counter() - start
         self.steps.append(StepLog(name, seconds, command, detail))
         print(f"    done in {seconds:.1f} s", flush=True)
-        (self.out / "steps.json").write_text(
-            json.dumps([s.__dict__ for s in self.steps], indent=2, default=str)
-        )
+        write_text_atomic(self.out / "steps.json", json.dumps([s.__dict__ for s in self.steps], indent=2, default=str))
 
     def arch_overrides(self) -> dict[str, Any]:
         c = self.cfg
@@ -259,7 +259,7 @@ class Demo:
     def report(self) -> dict[str, Any]:
         from dermino.report.demo_report import build_demo_report
 
-        html_path, md_path = build_demo_report(self)
+        html_path, md_path = build_demo_report(self.out)
         return {"html": str(html_path), "markdown": str(md_path)}
 
     # ---------------------------------------------------------------- the run
@@ -319,7 +319,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         cfg.out = args.out
     if args.full:
-        cfg.data = cfg.data or str(Path("..") / "shared" / "data")
+        cfg.data = cfg.data or os.environ.get("DERMINO_DATA", "")
+        if not cfg.data:
+            raise ValueError("--full needs the published datasets: pass data=PATH (a folder holding ham10000/, "
+                             "ph2/ and isic2017/) or set DERMINO_DATA")
         cfg.pretrain_images = max(cfg.pretrain_images, 20000)
     if args.quick:
         quick(cfg)
@@ -341,7 +344,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="the whole workflow on the bundled real images, with a report")
     p.add_argument("--out", help="output folder (default demo_output)")
     p.add_argument("--config", help="YAML with DemoConfig fields")
-    p.add_argument("--full", action="store_true", help="use ../shared/data (or data=PATH) and a larger budget")
+    p.add_argument("--full", action="store_true", help="full-size data from data=PATH or $DERMINO_DATA (ham10000/, ph2/, isic2017/) "
+                   "and a larger budget")
     p.add_argument("--quick", action="store_true", help="tiny budget: a smoke test of every step")
     p.add_argument("overrides", nargs="*", help="key=value overrides of DemoConfig, e.g. pretrain_images=5000")
     p.set_defaults(func=_run)

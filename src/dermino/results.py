@@ -8,7 +8,7 @@ report and comparisons read these files and never re-run anything.
 from __future__ import annotations
 
 import json
-import os
+import math
 import platform
 import subprocess
 import time
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dermino
+from dermino.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -41,6 +42,16 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)  # per-class values, groups, curves …
     code_version: str = ""
     created: str = ""
+
+
+def format_metric(m: Metric | None, digits: int = 3) -> str:
+    """``0.812 [0.780, 0.845]`` — the value with its 95 % interval when known."""
+    if m is None or m.value is None or (isinstance(m.value, float) and math.isnan(m.value)):
+        return "–"
+    text = f"{m.value:.{digits}f}"
+    if m.ci_low is not None and m.ci_high is not None:
+        text += f" [{m.ci_low:.{digits}f}, {m.ci_high:.{digits}f}]"
+    return text
 
 
 def code_version() -> str:
@@ -72,9 +83,7 @@ def write_result(result: Result, out_dir: str | Path) -> Path:
     result.created = result.created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     payload = {"schema": SCHEMA_VERSION, "python": platform.python_version(), **asdict(result)}
     path = out_dir / result_filename(result.backbone, result.dataset, result.task)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=_json_default))
     return path
 
 

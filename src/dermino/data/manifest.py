@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermino.files import atomic_path
+
 #: Column order of a manifest; ``image`` is a path relative to the manifest's root.
 COLUMNS: list[str] = [
     "image",        # path relative to root
@@ -112,17 +114,15 @@ def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None =
     ``df`` are currently relative to (default: ``df.attrs['root']`` or the output folder).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     out = conform(df)
     src_root = Path(root) if root is not None else Path(df.attrs.get("root", path.parent))
     for col in ("image", "mask"):
         out[col] = [_rebase(v, src_root, path.parent) for v in out[col]]
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        out.astype(str).to_parquet(tmp, index=False)
-    else:
-        out.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            out.astype(str).to_parquet(tmp, index=False)
+        else:
+            out.to_csv(tmp, index=False)
     return path
 
 

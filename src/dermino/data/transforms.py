@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from dermino.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -34,6 +34,7 @@ from dermino.evaluate.metrics import CLASSIFICATION_METRICS, classification_summ
 from dermino.evaluate.splits import carve_validation
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.evaluate.task import EvalTask, Predictions
+from dermino.files import atomic_path
 from dermino.results import Metric, Result, result_filename, write_result
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,11 @@ def _metrics_with_ci(preds: Predictions, cfg: EvalConfig) -> dict[str, Metric]:
 
 
 def _save_predictions(path: Path, preds: Predictions, images: np.ndarray, classes: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(
-        tmp, images=images[preds.rows].astype(str), y_true=preds.y_true, probs=preds.probs,
-        pred=preds.pred, class_names=np.array(classes),
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, images=images[preds.rows].astype(str), y_true=preds.y_true, probs=preds.probs,
+            pred=preds.pred, class_names=np.array(classes),
+        )
 
 
 def _skin_tone(ds: PreparedDataset, progress: bool) -> None:

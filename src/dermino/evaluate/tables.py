@@ -18,8 +18,7 @@ import pandas as pd
 
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
 from dermino.evaluate.stats import paired_bootstrap, significance_mark
-from dermino.report.html import format_metric
-from dermino.results import read_results, result_filename
+from dermino.results import format_metric, read_results, result_filename
 
 MAIN_TASKS = ("knn", "linear")
 

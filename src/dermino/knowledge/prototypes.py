@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dermino.files import atomic_path
 from dermino.knowledge.encoder import TextEncoder, load_text_encoder
 from dermino.knowledge.vocabulary import Vocabulary
 
@@ -43,11 +44,9 @@ def save_prototypes(path: str | Path, weight: Tensor, vocab: Vocabulary, encoder
     if weight.ndim != 2 or weight.shape[0] != len(classes):
         raise ValueError(f"prototypes of shape {tuple(weight.shape)} do not match {len(classes)} classes")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     meta = {"format": FORMAT, "classes": json.dumps(classes), "encoder": encoder or vocab.encoder or ""}
-    save_file({TENSOR_KEY: weight.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({TENSOR_KEY: weight.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from dermino.data.disease_names import normalise_disease_name
+from dermino.files import atomic_path
 from dermino.knowledge.encoder import TextEncoder
 
 #: Default merge threshold for the packaged MiniLM encoder, chosen on real pairs
@@ -151,10 +151,8 @@ class Vocabulary:
     def save(self, path: str | Path) -> Path:
         """Write the reviewable CSV (one row per observed name, grouped by class), atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self.to_frame().to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.to_frame().to_csv(tmp, index=False)
         return path
 
     @classmethod

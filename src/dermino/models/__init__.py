@@ -1,7 +1,13 @@
-"""Backbones (timm ViTs with a mask token), projection heads and weight loading."""
+"""Backbones (timm ViTs with a mask token), projection heads and weight loading.
 
-from dermino.models.backbone import create, list_backbones, register
+Importing the package registers every backbone (backbone.py: dermino ViTs; baselines.py: DINOv2,
+timm, torchvision, OpenCLIP) in the leaf registry, then ``create`` builds any of them by name.
+"""
+
+from dermino.models import backbone, baselines  # noqa: F401  (they register their backbones)
+from dermino.models.factory import create
 from dermino.models.heads import DINOHead, HeadConfig, IBOTHead, build_heads
+from dermino.models.registry import list_backbones, register
 from dermino.models.weights import (
     WeightsError,
     export_backbone,

@@ -12,16 +12,27 @@ token before position embeddings are added, as iBOT requires.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import timm
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
+from dermino.models.registry import (  # re-exported: the registry's old home
+    BackboneFactory,
+    list_backbones,
+    list_prefixes,
+    register,
+    register_prefix,
+    tiny_overrides,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "VIT_SIZES", "BackboneFactory", "ViTBackbone", "ViTSpec",
+    "list_backbones", "list_prefixes", "register", "register_prefix", "tiny_overrides",
+]
 
 
 @dataclass
@@ -114,59 +125,7 @@ class ViTBackbone(nn.Module):
         return [outs[i % len(self.vit.blocks)] for i in indices]
 
 
-BackboneFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, BackboneFactory] = {}
-_TINY_OVERRIDES: dict[str, dict] = {}
-_PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 _VIT_TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 28}
-
-
-def register(name: str, tiny: dict | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: make a backbone constructor available to ``create(name)``.
-
-    ``tiny`` are overrides that make the model small enough for a CPU smoke test (the
-    registry test builds every registered name with them); None means "build as is".
-    """
-
-    def deco(fn: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = fn
-        _TINY_OVERRIDES[name] = dict(tiny or {})
-        return fn
-
-    return deco
-
-
-def register_prefix(prefix: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator for open families: ``create("timm:vit_small_patch16_224")`` calls ``fn(rest, **kw)``."""
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _PREFIXES[prefix] = fn
-        return fn
-
-    return deco
-
-
-def _load_baselines() -> None:
-    # Imported lazily: baselines.py registers into this module, so importing it at the top
-    # would be circular.
-    import dermino.models.baselines  # noqa: F401
-
-
-def list_backbones() -> list[str]:
-    """Concrete registered names (open families such as ``timm:<name>`` are in list_prefixes)."""
-    _load_baselines()
-    return sorted(_REGISTRY)
-
-
-def list_prefixes() -> list[str]:
-    _load_baselines()
-    return sorted(_PREFIXES)
-
-
-def tiny_overrides(name: str) -> dict:
-    """Overrides that build ``name`` at test size (see ``register``)."""
-    _load_baselines()
-    return dict(_TINY_OVERRIDES.get(name, {}))
 
 
 def _vit_factory(size: str) -> BackboneFactory:
@@ -183,34 +142,11 @@ for _size in VIT_SIZES:
     register(f"vit_{_size}_patch14", tiny=_VIT_TINY)(_vit_factory(_size))
 
 
-def create(name: str, weights: str | None = None, **overrides) -> nn.Module:
-    """Build a backbone by registered name or ``prefix:name``; ``weights`` is a local checkpoint path.
+def __getattr__(name: str):
+    """``dermino.models.backbone.create`` kept for existing callers; it lives in models/factory.py
+    (imported here only on first use: backbone.py itself depends on no other model module)."""
+    if name == "create":
+        import importlib
 
-    Weight formats understood (see ``dermino.models.weights.load_weights``): DINOv2 official,
-    timm, dermino checkpoints and exports; .safetensors or .pth/.pt.
-    """
-    _load_baselines()
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES:
-        build = functools.partial(_PREFIXES[prefix], rest)
-    elif name in _REGISTRY:
-        build = _REGISTRY[name]
-    else:
-        raise KeyError(
-            f"unknown backbone {name!r}; available: {', '.join(list_backbones())}; "
-            f"or one of the families {', '.join(p + ':<name>' for p in list_prefixes())}"
-        )
-    model = build(**overrides)
-    if weights:
-        from dermino.models.weights import checkpoint_grid, load_weights, read_state_dict
-
-        state = read_state_dict(weights)
-        grid = checkpoint_grid(state)
-        if isinstance(model, ViTBackbone) and "img_size" not in overrides and grid:
-            native = grid * model.patch_size
-            if native != model.spec.img_size:
-                # keep the checkpoint's own grid: inputs of any size then interpolate from the
-                # trained embeddings once, instead of from an already resampled copy
-                model = build(**overrides, img_size=native)
-        load_weights(model, state, source=str(weights))
-    return model
+        return importlib.import_module("dermino.models.factory").create
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

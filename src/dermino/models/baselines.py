@@ -20,14 +20,9 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from dermino.models.backbone import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ViTBackbone,
-    ViTSpec,
-    register,
-    register_prefix,
-)
+from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
+from dermino.models.backbone import ViTBackbone, ViTSpec
+from dermino.models.registry import register, register_prefix
 
 DINOV2_SIZES = {
     "s": {"embed_dim": 384, "depth": 12, "num_heads": 6},

@@ -1,7 +1,9 @@
 """Atomic checkpoints with everything an exact resume needs, and the teacher export.
 
-A checkpoint is written to ``<name>.tmp`` and renamed with ``os.replace``: a process killed
-mid-write leaves the previous checkpoint intact, never half a file. It holds the student,
+A checkpoint is written to a hidden temporary sibling and renamed over the target
+(``dermino.files.save_atomic``): a process killed mid-write leaves the previous checkpoint intact,
+never half a file. Everything in it is a tensor or a plain value, so it loads with
+``weights_only=True`` and a crafted file cannot run code on ``--resume``. It holds the student,
 teacher, heads and centres (one module state), optimizer, grad scaler, step, data position,
 the Python/numpy/torch RNG states and the config, so a resumed run continues bit-for-bit.
 """
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermino.files import UnsafeFileError, load_torch, save_atomic
+from dermino.files import UnsafeFileError, load_torch, save_atomic, write_text_atomic
 
 __all__ = [
     "CKPT_RE", "UnsafeFileError", "export_teacher", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
@@ -124,7 +126,7 @@ def export_teacher(backbone: nn.Module, out_dir: str | Path, arch: dict[str, Any
     save_atomic(sd, out_dir / "teacher_backbone.pt")
     spec = getattr(backbone, "spec", None)
     meta = {"arch": arch, "spec": spec.__dict__ if spec is not None else None}
-    (out_dir / "teacher_backbone.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_text_atomic(out_dir / "teacher_backbone.json", json.dumps(meta, indent=2, default=str))
     try:
         from dermino.models.weights import export_backbone
     except ImportError:  # optional: the minimal export above is always there

@@ -1,6 +1,8 @@
 """The demo's report: every section filled from the files the demo run wrote.
 
-Sources, per section: manifests and ``data info`` (data), ``knowledge/vocabulary.csv``
+It reads files only (``steps.json``, ``demo_config.yaml`` and what each step wrote), never the
+``Demo`` object, so a report can be rebuilt from a finished (or copied) demo folder:
+``build_demo_report("demo_output")``. Sources, per section: manifests and ``data info`` (data), ``knowledge/vocabulary.csv``
 (vocabulary), each pretraining run's ``metrics.csv`` (loss curves), ``eval/results/*.json``
 and ``eval/tables`` / ``eval/plots`` (classification, fairness, few-shot), the segmentation
 results JSON and overlay PNGs, and the retrieval grid.
@@ -10,25 +12,49 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 
 from dermino.report.html import Figure, Section, format_metric, results_table, write_report  # noqa: E402
 from dermino.results import Metric, code_version, read_results  # noqa: E402
 
-if TYPE_CHECKING:
-    from dermino.demo import Demo
-
 LOSS_TERMS = ("loss", "dino_global", "dino_local", "ibot", "koleo", "knowledge")
 
 
-def _data_section(demo: Demo) -> Section:
+@dataclass
+class DemoRun:
+    """What a demo folder holds, read back from its files."""
+
+    out: Path
+    cfg: Any  # demo_config.yaml as attributes (cfg.data, cfg.depth, ...)
+    steps: list[Any]  # steps.json entries as attributes (name, seconds, command, detail)
+    pretrain_dirs: dict[str, Path] = field(default_factory=dict)
+    backbones: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, out: str | Path) -> DemoRun:
+        out = Path(out)
+        steps_path, cfg_path = out / "steps.json", out / "demo_config.yaml"
+        for p in (steps_path, cfg_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} not found: is {out} the output folder of `dermino demo`?")
+        steps = [SimpleNamespace(**s) for s in json.loads(steps_path.read_text())]
+        cfg = SimpleNamespace(**(yaml.safe_load(cfg_path.read_text()) or {}))
+        pretrain_dirs = {s.name.split(":", 1)[1].strip(): Path(s.detail["out"]) for s in steps
+                         if s.name.startswith("pretrain:") and "out" in s.detail}
+        return cls(out, cfg, steps, pretrain_dirs, ["random-init", *pretrain_dirs])
+
+
+def _data_section(demo: DemoRun) -> Section:
     rows = []
     for name, detail in (demo.steps[0].detail if demo.steps else {}).items():
         s = detail.get("summary", {})
@@ -54,7 +80,7 @@ def _data_section(demo: Demo) -> Section:
     )
 
 
-def _knowledge_section(demo: Demo) -> Section:
+def _knowledge_section(demo: DemoRun) -> Section:
     path = demo.out / "knowledge" / "vocabulary.csv"
     if not path.is_file():
         return Section("Disease vocabulary", paragraphs=["(not built)"])
@@ -69,13 +95,13 @@ def _knowledge_section(demo: Demo) -> Section:
     )
 
 
-def _metrics(demo: Demo) -> dict[str, pd.DataFrame]:
+def _metrics(demo: DemoRun) -> dict[str, pd.DataFrame]:
     """Each pretraining run's metrics.csv, by run name (runs without one are left out)."""
     return {name: pd.read_csv(d / "metrics.csv") for name, d in demo.pretrain_dirs.items()
             if (d / "metrics.csv").is_file()}
 
 
-def _loss_figure(demo: Demo, frames: dict[str, pd.DataFrame]) -> Path | None:
+def _loss_figure(demo: DemoRun, frames: dict[str, pd.DataFrame]) -> Path | None:
     """One panel of loss terms per run, plus one for the knowledge term against its class-prior
     level (on the shared axis it would be a flat line at the bottom)."""
     if not frames:
@@ -117,7 +143,7 @@ def _knowledge_floor(run_dir: Path) -> float | None:
     return json.loads(path.read_text()).get("class_prior_floor") if path.is_file() else None
 
 
-def _pretrain_section(demo: Demo) -> Section:
+def _pretrain_section(demo: DemoRun) -> Section:
     rows = []
     frames = _metrics(demo)
     for name, df in frames.items():
@@ -152,7 +178,7 @@ def _pretrain_section(demo: Demo) -> Section:
     )
 
 
-def _classification_section(demo: Demo) -> Section:
+def _classification_section(demo: DemoRun) -> Section:
     eval_dir = demo.out / "eval"
     summary = eval_dir / "tables" / "summary.csv"
     tables = []
@@ -170,7 +196,7 @@ def _classification_section(demo: Demo) -> Section:
     return Section("Classification: kNN and linear probe", paragraphs=paragraphs, tables=tables, figures=figures)
 
 
-def _fairness_section(demo: Demo) -> Section:
+def _fairness_section(demo: DemoRun) -> Section:
     results = [r for r in read_results(demo.out / "eval" / "results") if r.task.startswith("fairness")]
     rows = []
     for r in results:
@@ -203,7 +229,7 @@ def _fairness_section(demo: Demo) -> Section:
     )
 
 
-def _segmentation_section(demo: Demo) -> Section:
+def _segmentation_section(demo: DemoRun) -> Section:
     results = [r for r in read_results(demo.out / "eval" / "results") if r.task.startswith("segmentation")]
     table = results_table(results, ["dice", "jaccard", "dice_background", "dice_pooled"])
     figures = []
@@ -220,7 +246,7 @@ def _segmentation_section(demo: Demo) -> Section:
     )
 
 
-def _retrieval_section(demo: Demo) -> Section:
+def _retrieval_section(demo: DemoRun) -> Section:
     step = next((s for s in demo.steps if s.name.startswith("similar")), None)
     png = demo.out / "figures" / "retrieval.png"
     paragraphs = ["Each row: a held-out HAM10000 image and its five most similar training images by cosine "
@@ -231,7 +257,7 @@ def _retrieval_section(demo: Demo) -> Section:
     return Section("Similar cases", paragraphs=paragraphs, figures=[Figure(png, "similar-case retrieval")])
 
 
-def _provenance_section(demo: Demo) -> Section:
+def _provenance_section(demo: DemoRun) -> Section:
     rows = [{"step": s.name, "seconds": f"{s.seconds:.1f}", "equivalent command": s.command[:300]} for s in demo.steps]
     return Section(
         "How this report was made",
@@ -241,7 +267,9 @@ def _provenance_section(demo: Demo) -> Section:
     )
 
 
-def build_demo_report(demo: Demo) -> tuple[Path, Path]:
+def build_demo_report(out: str | Path) -> tuple[Path, Path]:
+    """(report.html, report.md) of the demo folder ``out``, from its files."""
+    demo = DemoRun.load(getattr(out, "out", out))  # a Demo-like object is read through its folder too
     sections = [
         _data_section(demo),
         _knowledge_section(demo),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermino.results import Metric, Result
+from dermino.files import write_text_atomic
+from dermino.results import Metric, Result, format_metric  # noqa: F401  (format_metric re-exported)
 
 
 @dataclass
@@ -34,16 +34,6 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
-
-
-def format_metric(m: Metric | None, digits: int = 3) -> str:
-    """``0.812 [0.780, 0.845]`` — the value with its 95 % interval when known."""
-    if m is None or m.value is None or (isinstance(m.value, float) and math.isnan(m.value)):
-        return "–"
-    text = f"{m.value:.{digits}f}"
-    if m.ci_low is not None and m.ci_high is not None:
-        text += f" [{m.ci_low:.{digits}f}, {m.ci_high:.{digits}f}]"
-    return text
 
 
 def results_table(
@@ -147,8 +137,6 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
-    tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(title, sections, subtitle), encoding="utf-8")
-    tmp.replace(html_path)
-    md_path.write_text(render_markdown(title, sections, subtitle, base=out_dir), encoding="utf-8")
+    write_text_atomic(html_path, render_html(title, sections, subtitle))
+    write_text_atomic(md_path, render_markdown(title, sections, subtitle, base=out_dir))
     return html_path, md_path
