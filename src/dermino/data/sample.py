@@ -57,16 +57,17 @@ def sample_manifests(
 # ------------------------------------------------------------------ building the bundle
 
 
-def build_sample(shared_data: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
-    """Copy a stratified, seeded subset of ``shared_data`` into ``out`` (default: the package)."""
-    shared_data, out = Path(shared_data), Path(out) if out is not None else sample_root()
+def build_sample(data_root: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
+    """Copy a stratified, seeded subset of ``data_root`` (ham10000/, ph2/, isic2017/) into ``out``
+    (default: the package)."""
+    data_root, out = Path(data_root), Path(out) if out is not None else sample_root()
     rng = np.random.default_rng(seed)
     for name in SAMPLE_DATASETS:  # start clean so a rebuild never keeps stale files
         if (out / name).exists():
             shutil.rmtree(out / name)
-    _ham(shared_data / "ham10000", out / "ham10000", rng)
-    _ph2(shared_data / "ph2", out / "ph2", rng)
-    _isic(shared_data / "isic2017", out / "isic2017", rng)
+    _ham(data_root / "ham10000", out / "ham10000", rng)
+    _ph2(data_root / "ph2", out / "ph2", rng)
+    _isic(data_root / "isic2017", out / "isic2017", rng)
     return out
 
 
@@ -145,11 +146,11 @@ def _isic(src: Path, dst: Path, rng: np.random.Generator) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild the bundled sample from the full data copies.")
-    parser.add_argument("shared_data", type=Path, help="folder holding ham10000/, ph2/, isic2017/")
+    parser.add_argument("data_root", type=Path, help="folder holding ham10000/, ph2/, isic2017/")
     parser.add_argument("out", type=Path, nargs="?", default=None, help="default: the package's sample_data")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(build_sample(args.shared_data, args.out, seed=args.seed))
+    print(build_sample(args.data_root, args.out, seed=args.seed))
     return 0
 
 

@@ -3,7 +3,7 @@
 Official source: https://doi.org/10.7910/DVN/DBW86T (Harvard Dataverse; CC BY-NC 4.0),
 lesion masks: https://doi.org/10.7910/DVN/DBW86T (HAM10000_segmentations_lesion_tschandl.zip).
 
-Layout read (the published one, or the flattened copy in shared/data)::
+Layout read (the published one, or a flattened copy with all images in one folder)::
 
     HAM10000_metadata.csv            lesion_id,image_id,dx,dx_type,age,sex,localization
     images/ISIC_0024306.jpg          or HAM10000_images_part_1/ + HAM10000_images_part_2/

@@ -3,7 +3,7 @@
 Official source: https://challenge.isic-archive.com/data/#2017 (ISIC archive terms, mostly
 CC-0 / CC-BY-NC). 2,000 training, 150 validation and 600 test dermoscopic images.
 
-Layout read (official names; ``*_Classes.csv`` is the name used by the copy in shared/data)::
+Layout read (official names; ``*_Classes.csv`` is the name some redistributed copies use)::
 
     ISIC-2017_Training_Data/ISIC_0000000.jpg      (+ *_superpixels.png, ignored)
     ISIC-2017_Training_Part3_GroundTruth.csv      or ISIC-2017_Training_Classes.csv
@@ -13,7 +13,7 @@ Layout read (official names; ``*_Classes.csv`` is the name used by the copy in s
 
 Labels, as the official task defines them: ``melanoma`` = 1 -> melanoma;
 ``seborrheic_keratosis`` = 1 -> seborrheic keratosis; both 0 -> (melanocytic) nevus. When
-the classes file has no ``seborrheic_keratosis`` column (the shared copy), the negative
+the classes file has no ``seborrheic_keratosis`` column (as in some redistributed copies), the negative
 class cannot be told apart and is labelled ``nevus or seborrheic keratosis``. Official
 splits are kept: train, val, and test when its ground truth is present; test images
 without labels get split ``none`` (usable for self-supervised pretraining only).
