@@ -1,7 +1,7 @@
 """The import graph of src/dermino is one-way: no circles, and each layer imports only layers below it.
 
-Every import counts, including those inside functions (a lazy import is still a dependency);
-only ``if TYPE_CHECKING:`` blocks are ignored. Layers follow the data:
+Every import counts, including those inside functions (a lazy import is still a dependency) and
+under ``if TYPE_CHECKING:`` (a type-only import still couples the modules). Layers follow the data:
 base helpers -> data -> knowledge / models / losses -> pretrain / evaluate
 -> segment / classifier / caption / federated -> serve / study -> report / demo / cli.
 """
@@ -37,14 +37,8 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
-
-
 def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Modules of this package that ``module`` imports (anywhere but under ``if TYPE_CHECKING``)."""
+    """Modules of this package that ``module`` imports, anywhere in the file."""
     tree = ast.parse(path.read_text(), filename=str(path))
     is_pkg = path.name == "__init__.py"
     found: set[str] = set()
@@ -55,10 +49,6 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
         return name or None
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == PACKAGE and (m := resolve(alias.name)):
@@ -173,4 +163,4 @@ def test_the_checker_sees_circles_and_lazy_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
     graph = import_graph()
     assert find_cycles(graph) == [["dermino.a.x", "dermino.a.y"]]
-    assert graph["dermino.a.z"] == set()
+    assert graph["dermino.a.z"] == {"dermino.a.x"}  # type-only imports count too
