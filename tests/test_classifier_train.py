@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from _serve_fixtures import TINY, ham_images, tiny_classifier
 
+from _serve_fixtures import TINY, ham_images, tiny_classifier
 from dermino.classifier.model import load_classifier, save_classifier
 from dermino.classifier.train import ClassifierConfig, train_classifier
 from dermino.cli import main

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve_fixtures import TINY, ham_images, tiny_classifier
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from _serve_fixtures import TINY, ham_images, tiny_classifier
 from dermino.data.sample import sample_manifests
 from dermino.segment.config import SegmentConfig
 from dermino.segment.heads import build_segmentation_model
@@ -69,7 +70,7 @@ def test_classify_returns_calibrated_top_k(client, parts):
 def test_similar_finds_the_image_itself_first(client, parts):
     index: CaseIndex = parts[1]
     member = index.records[5]  # an image that is in the index
-    data = open(member["image"], "rb").read()
+    data = Path(member["image"]).read_bytes()
     r = post(client, "/similar", data, k=4)
     assert r.status_code == 200, r.text
     cases = r.json()["cases"]
