@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,11 +45,14 @@ def export_onnx(classifier: Classifier, path: str | Path, opset: int = 18) -> Pa
     s = classifier.transform.image_size
     example = torch.randn(2, 3, s, s)
     tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(
-        _Exported(classifier), (example,), str(tmp), input_names=["image"], output_names=list(OUTPUTS),
-        dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
-        opset_version=opset, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the tracer warns about Python-side shape checks: they are constant for the fixed image size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            _Exported(classifier), (example,), str(tmp), input_names=["image"], output_names=list(OUTPUTS),
+            dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
+            opset_version=opset, dynamo=False,
+        )
     tmp.replace(path)
     meta = {"label_names": classifier.label_names, "preprocessing": classifier.transform.params(),
             "input": {"name": "image", "shape": ["batch", 3, s, s], "dtype": "float32"},

@@ -6,6 +6,7 @@ backbone hash is stored in the index and checked when the service starts or rows
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ def embedder_id(classifier: Classifier) -> dict[str, Any]:
 
 
 def check_compatible(index: CaseIndex, classifier: Classifier, where: str) -> None:
-    want, have = embedder_id(classifier), index.embedder
+    # compared as JSON (tuples in memory are lists once saved)
+    want, have = json.loads(json.dumps(embedder_id(classifier))), json.loads(json.dumps(index.embedder))
     for key in ("model", "pool", "preprocessing"):
         if have.get(key) != want.get(key):
             raise ValueError(f"{where}: the index was embedded with a different {key} than this classifier's "
