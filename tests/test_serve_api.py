@@ -167,10 +167,10 @@ def test_missing_file_and_bad_params(client):
     assert post(client, "/similar", jpeg_bytes(), k=51).status_code == 422
 
 
-def test_without_index_or_segmenter_503(parts):
+def test_without_index_or_segmenter_404(parts):
     clf = parts[0]
     with TestClient(create_app(Service(clf))) as c:
-        assert post(c, "/similar", jpeg_bytes()).status_code == 503
+        assert post(c, "/similar", jpeg_bytes()).status_code == 404
         assert "--segmenter" in post(c, "/segment", jpeg_bytes()).json()["detail"]
         assert post(c, "/classify", jpeg_bytes()).status_code == 200
 

@@ -26,6 +26,7 @@ from dermino.serve.uploads import UploadError, read_image
 router = APIRouter()
 UploadField = Annotated[UploadFile, File(description="a dermoscopic or clinical image (JPEG, PNG, BMP, TIFF, WebP)")]
 BAD_UPLOAD = {
+    400: {"description": "malformed multipart body"},
     413: {"description": "file or request too large, or a decompression bomb"},
     415: {"description": "content type or image format not accepted"},
     422: {"description": "not a decodable image (e.g. truncated), or a bad parameter"},
@@ -87,13 +88,13 @@ async def classify(request: Request, file: UploadField,
 
 
 @router.post("/similar", response_model=S.SimilarResponse,
-             responses={**BAD_UPLOAD, 503: {"description": "no case index configured"}}, tags=["model"])
+             responses={**BAD_UPLOAD, 404: {"description": "no case index configured on this server"}}, tags=["model"])
 async def similar(request: Request, file: UploadField,
                   k: Annotated[int, Query(ge=1, le=50)] = 6) -> S.SimilarResponse:
     """The k most similar reference cases (cosine similarity of embeddings)."""
     svc = service(request)
     if svc.index is None:
-        raise HTTPException(503, "no case index configured (start the server with --index DIR)")
+        raise HTTPException(404, "no case index configured (start the server with --index DIR)")
     result = await svc.analyze(await _image(request, file))
     sims, idx = svc.index.search(result.embedding[None], k)
     cases = []
@@ -125,12 +126,12 @@ async def explain(request: Request, file: UploadField,
 
 
 @router.post("/segment", response_model=S.SegmentResponse,
-             responses={**BAD_UPLOAD, 503: {"description": "no segmenter configured"}}, tags=["model"])
+             responses={**BAD_UPLOAD, 404: {"description": "no segmenter configured on this server"}}, tags=["model"])
 async def segment(request: Request, file: UploadField) -> S.SegmentResponse:
     """Lesion mask and overlay (needs --segmenter)."""
     svc = service(request)
     if svc.segmenter is None:
-        raise HTTPException(503, "no segmenter configured (start the server with --segmenter DIR)")
+        raise HTTPException(404, "no segmenter configured (start the server with --segmenter DIR)")
     image = await _image(request, file)
     from starlette.concurrency import run_in_threadpool
 
