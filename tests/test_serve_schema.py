@@ -7,9 +7,9 @@ response that the schema documents (status, content type, body schema), and neve
 from __future__ import annotations
 
 import pytest
-from _serve_fixtures import TINY, tiny_classifier
 from hypothesis import HealthCheck, settings
 
+from _serve_fixtures import TINY, tiny_classifier
 from dermino.serve.app import create_app
 from dermino.serve.index import CaseIndex
 from dermino.serve.service import Service
