@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -68,20 +69,21 @@ def build_index(
     out = Path(out)
     df = read_manifest(manifest)
     root = df.attrs.get("root")
-    if splits and "split" in df.columns:
-        df = df[df["split"].astype(str).isin(list(splits))]
-    df = df[[bool(split_labels(v)) for v in df["labels"]]] if "labels" in df.columns else df.iloc[:0]
-    df = df.reset_index(drop=True)
-    df.attrs["root"] = root
+    labelled = df[[bool(split_labels(v)) for v in df["labels"]]] if "labels" in df.columns else df.iloc[:0]
+    labelled = labelled.reset_index(drop=True)
+    labelled.attrs["root"] = root
+    chosen = np.ones(len(labelled), dtype=bool)
+    if splits and "split" in labelled.columns:
+        chosen = np.array(labelled["split"].astype(str).isin(list(splits)), dtype=bool)
     if append and (out / "index.json").is_file():
         index = CaseIndex.load(out, backend=backend)
         check_compatible(index, classifier, str(out))
         have = index.contains()
-        keep = [str(p) not in have for p in image_paths(df)]
-        df = df[keep].reset_index(drop=True)
-        df.attrs["root"] = root
+        chosen &= np.array([str(p) not in have for p in image_paths(labelled)], dtype=bool)
     else:
         index = CaseIndex(dim=int(classifier.head.in_features), embedder=embedder_id(classifier), backend=backend)
+    df = labelled[chosen].reset_index(drop=True)
+    df.attrs["root"] = root
     if len(df) == 0:
         if len(index) == 0:
             raise ValueError(f"{manifest}: no labelled rows in splits {list(splits)} to index")
@@ -92,7 +94,12 @@ def build_index(
     cfg = EmbedConfig(image_size=t.image_size, resize=t.resize, interpolation=t.interpolation,
                       pool=classifier.pool, batch_size=batch_size, cache_dir=cache_dir,
                       device=str(classifier.feat_mean.device))
-    feats = extract_embeddings(classifier.backbone, df, cfg, progress=progress).features
+    if len(index) == 0:
+        # embed every labelled row, then keep the chosen ones: after 'classifier train' on the same
+        # manifest these rows are exactly the cached ones, so nothing is computed again
+        feats = extract_embeddings(classifier.backbone, labelled, cfg, progress=progress).features[chosen]
+    else:
+        feats = extract_embeddings(classifier.backbone, df, cfg, progress=progress).features
     paths = image_paths(df)
     records, thumbs = [], []
     for i, path in enumerate(tqdm(paths, desc="thumbnails", unit="img", disable=not progress)):
