@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/serve_evidence")
     ap.add_argument("--images", type=int, default=3000, help="HAM10000 images used (whole lesions)")
     ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument("--depth", type=int, default=12, help="ViT-Tiny blocks (6 halves the CPU time)")
     ap.add_argument("--weights", default="", help="backbone checkpoint (default: random init)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
@@ -71,7 +72,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = subset_manifest(Path(args.data), out, args.images, seed=0)
-    overrides = {"img_size": args.image_size, "layerscale_init": 1.0}
+    overrides = {"img_size": args.image_size, "layerscale_init": 1.0, "depth": args.depth}
     cfg = ClassifierConfig(manifest=str(manifest), out=str(out / "classifier"), backbone="dermino_vit_tiny_14",
                            weights=args.weights, backbone_overrides=overrides, image_size=args.image_size,
                            cache_dir=str(out / "cache"), n_resamples=1000)
@@ -98,7 +99,8 @@ def main() -> None:
                                                  args.repeats)
     result = {
         "images": info["training_data"]["n"], "classes": info["label_names"],
-        "backbone": f"dermino_vit_tiny_14 @ {args.image_size}px, " + (args.weights or "random init"),
+        "backbone": f"dermino_vit_tiny_14 depth {args.depth} @ {args.image_size}px, "
+                    + (args.weights or "random init"),
         "calibration": info["calibration"], "metrics": info["metrics"],
         "onnx_max_abs_diff": diffs, "latency_ms": latency, "threads": args.threads,
         "train_seconds": train_s, "index_cases": len(index), "index_seconds": index_s,

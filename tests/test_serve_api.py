@@ -228,3 +228,22 @@ def _b64(data_url: str) -> bytes:
     import base64
 
     return base64.b64decode(data_url.split(",", 1)[1])
+
+
+def test_service_from_saved_folders(parts, tmp_path):
+    from dermino.classifier.model import save_classifier
+    from dermino.classifier.train import ClassifierConfig
+    from dermino.config import load_config
+
+    clf, index, _, _ = parts
+    svc = Service.from_folders(save_classifier(clf, tmp_path / "clf"), index.save(tmp_path / "idx"))
+    with TestClient(create_app(svc)) as c:
+        assert c.get("/health").json()["index_size"] == len(index)
+        assert post(c, "/similar", jpeg_bytes(), k=2).status_code == 200
+    # the shipped config loads and validates
+    from pathlib import Path as P
+
+    cfg = load_config(ClassifierConfig, P(__file__).parents[1] / "configs" / "classifier" / "linear.yaml")
+    assert cfg.val_split == "" and cfg.pool == "cls"
+    with pytest.raises(ValueError):
+        load_config(ClassifierConfig, None, ["pool=max"]).validate()

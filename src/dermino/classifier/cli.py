@@ -36,6 +36,7 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg = apply_overrides(cfg, args.overrides)
+    cfg.validate()
     out = train_classifier(cfg)
     info = json.loads((out / "classifier.json").read_text())
     cal = info["calibration"]

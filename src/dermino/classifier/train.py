@@ -10,6 +10,7 @@ scaling with a reliability diagram. The test rows are never used to fit or selec
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,10 +65,20 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Checked at construction and again after CLI overrides (which bypass __init__)."""
+        for key in ("pool", "select_metric"):
+            choices = typing.get_args(typing.get_type_hints(ClassifierConfig)[key])
+            if getattr(self, key) not in choices:
+                raise ValueError(f"classifier config: {key} must be one of {choices}, got {getattr(self, key)!r}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.n_bins < 2 or self.n_resamples < 0 or self.epochs < 1:
-            raise ValueError("n_bins >= 2, n_resamples >= 0 and epochs >= 1 are required")
+            raise ValueError(f"classifier config: val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.n_bins < 2 or self.n_resamples < 0 or self.epochs < 1 or self.image_size < 1:
+            raise ValueError("classifier config: n_bins >= 2, n_resamples >= 0, epochs >= 1, image_size >= 1")
+        if not self.weight_decays:
+            raise ValueError("classifier config: weight_decays must not be empty")
 
 
 def train_classifier(cfg: ClassifierConfig, backbone: nn.Module | None = None) -> Path:
@@ -75,7 +86,7 @@ def train_classifier(cfg: ClassifierConfig, backbone: nn.Module | None = None) -
 
     ``backbone`` (already built) skips ``create`` (tests use tiny random ViTs).
     """
-    cfg.__post_init__()
+    cfg.validate()
     if not cfg.manifest:
         raise ValueError("classifier train: --manifest is required")
     if backbone is None:
