@@ -69,7 +69,8 @@ def main() -> None:
                     WebDriverWait(driver, 120).until(
                         lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
                     height = driver.execute_script("return document.documentElement.scrollHeight")
-                    driver.set_window_size(w, max(h, height + 20))
+                    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                        "width": w, "height": max(h, height), "deviceScaleFactor": 1, "mobile": False})
                     time.sleep(0.5)
                     out = Path(args.out) / name
                     driver.save_screenshot(str(out))

@@ -32,12 +32,12 @@ export function renderOverlay(container, dataUrl, caption, testid = "overlay") {
     el("figcaption", { class: "muted" }, caption)));
 }
 
-export function renderSimilar(container, response) {
+export function renderSimilar(container, response, fields = ["age", "sex", "site", "source"]) {
   container.replaceChildren();
   const grid = el("div", { class: "cases", "data-testid": "similar" });
   for (const c of response.cases) {
-    const meta = Object.entries(c.metadata).filter(([, v]) => v !== null && v !== "")
-      .map(([k, v]) => `${k}: ${v}`).join(" · ");
+    const meta = fields.filter((k) => c.metadata[k] !== undefined && c.metadata[k] !== null && c.metadata[k] !== "")
+      .map((k) => `${k} ${c.metadata[k]}`).join(" · ");
     grid.append(el("figure", { class: "case" },
       el("img", { src: c.thumbnail, alt: `${c.label} (${c.image_name})` }),
       el("figcaption", {},
