@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--weights", default="", help="backbone checkpoint (default: random init)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="reuse the classifier and index already in --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
@@ -76,15 +77,21 @@ def main() -> None:
     cfg = ClassifierConfig(manifest=str(manifest), out=str(out / "classifier"), backbone="dermino_vit_tiny_14",
                            weights=args.weights, backbone_overrides=overrides, image_size=args.image_size,
                            cache_dir=str(out / "cache"), n_resamples=1000)
-    t0 = time.perf_counter()
-    torch.manual_seed(0)
-    folder = train_classifier(cfg)
-    train_s = time.perf_counter() - t0
+    if args.reuse and (out / "classifier" / "classifier.json").is_file() and (out / "index" / "index.json").is_file():
+        from dermino.serve.index import CaseIndex
+
+        folder, train_s, index_s = out / "classifier", float("nan"), float("nan")
+        clf, index = load_classifier(folder), CaseIndex.load(out / "index")
+    else:
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        folder = train_classifier(cfg)
+        train_s = time.perf_counter() - t0
+        clf = load_classifier(folder)
+        t0 = time.perf_counter()
+        index = build_index(clf, manifest, out / "index", splits=["train", "val"], cache_dir=str(out / "cache"))
+        index_s = time.perf_counter() - t0
     info = json.loads((folder / "classifier.json").read_text())
-    clf = load_classifier(folder)
-    t0 = time.perf_counter()
-    index = build_index(clf, manifest, out / "index", splits=["train", "val"], cache_dir=str(out / "cache"))
-    index_s = time.perf_counter() - t0
 
     onnx_path = export_onnx(clf, out / "classifier.onnx")
     images = [read_rgb(p) for p in sorted((Path(args.data) / "ham10000" / "images").glob("*.jpg"))[:8]]
