@@ -2,7 +2,7 @@
 
 Starts the server as a subprocess on 127.0.0.1 (a free port), posts real images, and reports
 p50/p95/max latency, requests per second, errors and the server's micro-batch sizes.
-Writes benchmarks/results/serve_load.json.
+Writes benchmarks/results/serve_load_<endpoint>.json.
 
     python benchmarks/serve_load.py --classifier DIR [--index DIR] --images DIR_OR_FILES...
 """
@@ -101,7 +101,8 @@ def main() -> None:
         server.wait(timeout=30)
     result["cpu_count"] = os.cpu_count()
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "serve_load.json").write_text(json.dumps(result, indent=2))
+    name = "serve_load_" + args.endpoint.strip("/").replace("/", "_") + ".json"
+    (HERE / "results" / name).write_text(json.dumps(result, indent=2))
     print(f"{'endpoint':<10}{'requests':>9}{'conc':>6}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'errors':>8}"
           f"{'mean batch':>12}")
     print(f"{result['endpoint']:<10}{result['requests']:>9}{result['concurrency']:>6}{result['req_per_s']:>8.1f}"

@@ -102,7 +102,7 @@ def reliability_diagram(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper left")
+    axes[0].legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
