@@ -247,3 +247,13 @@ def test_service_from_saved_folders(parts, tmp_path):
     assert cfg.val_split == "" and cfg.pool == "cls"
     with pytest.raises(ValueError):
         load_config(ClassifierConfig, None, ["pool=max"]).validate()
+
+
+def test_accepted_uploads_stay_in_memory(parts):
+    # Starlette spools file parts above its threshold to a temporary file on disk; the app raises
+    # the threshold above the largest accepted upload, so an accepted file never touches disk
+    from starlette.formparsers import MultiPartParser
+
+    limits = UploadLimits(max_bytes=3 * 1024 * 1024)
+    create_app(Service(parts[0], limits=limits))
+    assert MultiPartParser.spool_max_size >= limits.max_bytes
