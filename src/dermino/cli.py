@@ -23,6 +23,11 @@ COMMANDS: dict[str, str] = {
     "segment": "dermino.segment.cli",
     "report": "dermino.report.cli",
     "demo": "dermino.demo",
+    "classifier": "dermino.classifier.cli",
+    "index": "dermino.serve.cli_index",
+    "export": "dermino.serve.cli_export",
+    "explain": "dermino.serve.cli_explain",
+    "serve": "dermino.serve.cli",
 }
 
 

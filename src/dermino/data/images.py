@@ -18,6 +18,7 @@ the way a viewer would show it:
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Literal
@@ -53,13 +54,24 @@ def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageReadError(path, "file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
+    return _decode(path, path, max_pixels)
+
+
+def decode_rgb(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``read_rgb`` for bytes in memory (uploads): same checks, nothing written to disk."""
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: str | Path | io.BytesIO, name: str | Path, max_pixels: int) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             w, h = im.size
             if w * h > max_pixels:
                 # checked from the header, before any pixel is decoded
                 raise ImageReadError(
-                    path, f"decompression bomb: {w}x{h} = {w * h:,} pixels > limit {max_pixels:,}"
+                    name, f"decompression bomb: {w}x{h} = {w * h:,} pixels > limit {max_pixels:,}"
                 )
             im.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
             im = ImageOps.exif_transpose(im)
@@ -67,11 +79,11 @@ def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"decompression bomb: {exc}") from exc
+        raise ImageReadError(name, f"decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
-        raise ImageReadError(path, "not an image (unknown format)") from exc
+        raise ImageReadError(name, "not an image (unknown format)") from exc
     except Exception as exc:  # PIL raises many types; name the file whatever it was
-        raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

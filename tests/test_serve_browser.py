@@ -1,0 +1,121 @@
+"""End to end in a real browser: headless Chromium uploads a HAM10000 image to the running server.
+
+uvicorn serves the app on 127.0.0.1 (a free port) in a thread; Selenium drives Debian's
+chromium through chromedriver. Checks that the diagnoses, the attention overlay, the
+lesion mask and the similar cases render, and that the research-tool note is visible.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from _serve_fixtures import TINY, ham_images, tiny_classifier
+from dermino.data.sample import sample_manifests
+from dermino.segment.config import SegmentConfig
+from dermino.segment.heads import build_segmentation_model
+from dermino.serve.app import create_app
+from dermino.serve.index_build import build_index
+from dermino.serve.service import Service
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install ...)"
+)
+webdriver = pytest.importorskip("selenium.webdriver")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("browser")
+    clf = tiny_classifier()
+    ham = sample_manifests(tmp / "m")["ham10000"]
+    index = build_index(clf, ham, tmp / "index", splits=["train"], cache_dir=str(tmp / "c"), progress=False)
+    seg_cfg = SegmentConfig(manifest="unused", backbone="dermino_vit_tiny_14", backbone_overrides=dict(TINY),
+                            img_size=[56])
+    app = create_app(Service(clf, index, (build_segmentation_model(seg_cfg).eval(), seg_cfg)))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def chromium(tmp_path, width: int, height: int):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},{height}"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
+
+
+def upload_and_wait(driver, url: str, image) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 30).until(EC.text_to_be_present_in_element((By.ID, "model-info"), "reference cases"))
+    driver.find_element(By.ID, "file").send_keys(str(image))
+    WebDriverWait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (820, 1180)], ids=["laptop", "tablet"])
+def test_upload_renders_every_panel(server, tmp_path, width, height):
+    from selenium.webdriver.common.by import By
+
+    driver = chromium(tmp_path, width, height)
+    try:
+        upload_and_wait(driver, server, ham_images(1)[0])
+        assert "not a medical device" in driver.find_element(By.ID, "disclaimer").text
+        assert driver.find_element(By.ID, "disclaimer").is_displayed()
+        rows = driver.find_elements(By.CSS_SELECTOR, "[data-testid=diagnoses] li")
+        assert len(rows) == 5 and all("%" in r.text for r in rows)
+        for testid in ("attention", "mask"):
+            img = driver.find_element(By.CSS_SELECTOR, f"img[data-testid={testid}]")
+            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 200
+        cases = driver.find_elements(By.CSS_SELECTOR, "[data-testid=similar] figure")
+        assert len(cases) == 6 and "similarity" in cases[0].text
+        assert not driver.find_elements(By.CSS_SELECTOR, ".error")
+        # nothing overflows sideways at this window size
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    finally:
+        driver.quit()
+
+
+def test_bad_file_shows_the_servers_reason(server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not a PNG")
+    driver = chromium(tmp_path, 1280, 900)
+    try:
+        upload_and_wait(driver, server, bad)
+        errors = driver.find_elements(By.CSS_SELECTOR, ".error")
+        assert errors and any("422" in e.text and "notes.png" in e.text for e in errors)
+    finally:
+        driver.quit()
