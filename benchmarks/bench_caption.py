@@ -43,7 +43,7 @@ from dermino.data.manifest import write_manifest
 from dermino.data.splits import assign_splits
 from dermino.pretrain import PretrainConfig, pretrain
 from dermino.report.captioning import render_captioning_html
-from dermino.results import read_result
+from dermino.results import read_result, result_filename
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"depth": 4, "layerscale_init": 0.1}
@@ -147,12 +147,21 @@ def main() -> None:
         if not result_path.is_file():
             t = time.perf_counter()
             torch.manual_seed(args.seed)
-            tr = train_captioner(cfg, lm=copy.deepcopy(lm), tokenizer=tok)
+            meta_path = run / "captioner.json"
+            done = meta_path.is_file() and json.loads(meta_path.read_text()).get("steps") == args.steps
+            if done:  # trained by an earlier, interrupted call: keep it
+                log_df = pd.read_csv(run / "train_log.csv")
+                meta = json.loads(meta_path.read_text())
+                tr = argparse.Namespace(first_loss=float(log_df["loss"].iloc[0]), last_loss=float(log_df["loss"].iloc[-1]),
+                                        steps=args.steps, seconds_per_step=meta["seconds_per_step"],
+                                        peak_memory_mb=meta["peak_memory_mb"], n_train=None)
+            else:
+                tr = train_captioner(cfg, lm=copy.deepcopy(lm), tokenizer=tok)
             train_s = time.perf_counter() - t
             t = time.perf_counter()
             res = evaluate_run(run, out_dir=results_dir, name=name, lm=copy.deepcopy(lm), tokenizer=tok)
             # one name for the dataset across conditions
-            res_path = results_dir / f"{res.backbone}__{res.dataset}__captioning.json"
+            res_path = results_dir / result_filename(res.backbone, res.dataset, res.task)
             data = json.loads(res_path.read_text())
             data["dataset"] = "ph2+ham10000-test"
             data["extra"]["train"] = {"seconds": train_s, "loss_first": tr.first_loss, "loss_last": tr.last_loss,
@@ -182,9 +191,7 @@ def main() -> None:
     print(pd.DataFrame(rows).to_string(index=False))
     examples = {}
     for name in conditions:
-        pred = results_dir / f"{name}__ph2+ham10000-test__predictions.csv"
-        if not pred.is_file():
-            pred = next(results_dir.glob(f"{name}__*__predictions.csv"))
+        pred = results_dir / read_result(results_dir / f"{name}__ph2+ham10000-test__captioning.json").extra["predictions"]
         df = pd.read_csv(pred, dtype=str, keep_default_na=False)
         pick = np.r_[0:2, len(df) - 2 : len(df)]
         examples[name] = df.iloc[pick][["image", "reference", "generated"]].to_dict("records")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,7 +289,7 @@ def caption_examples(df: pd.DataFrame, split: str | None = None) -> tuple[list[C
             skipped += 1
             continue
         examples.append(
-            CaptionExample(path, text, tuple(split_labels(row.get("labels"))), i, str(row.get("source", "")))
+            CaptionExample(Path(os.path.normpath(path)), text, tuple(split_labels(row.get("labels"))), i, str(row.get("source", "")))
         )
     if skipped:
         log.warning("%d image(s)%s have no caption and are skipped", skipped, f" of split {split!r}" if split else "")

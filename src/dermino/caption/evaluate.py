@@ -22,7 +22,7 @@ from dermino.caption.clinical import CRITERIA, clinical_scores, stated_criteria,
 from dermino.caption.data import CaptionExample
 from dermino.caption.metrics import bleu, caption_scores, sacrebleu_corpus
 from dermino.evaluate.stats import bootstrap_ci
-from dermino.results import Metric, Result, write_result
+from dermino.results import Metric, Result, result_filename, write_result
 
 log = logging.getLogger(__name__)
 TASK = "captioning"
@@ -123,8 +123,8 @@ def evaluation_result(
     metrics, ex = score_captions(generated, examples, criteria_truth, n_bootstrap, seed, use_meteor)
     out_dir = Path(out_dir)
     clin = clinical_scores(generated, [e.labels for e in examples], criteria_truth)
-    pred = write_predictions(out_dir / f"{name}__{dataset}__predictions.csv", examples, generated,
-                             clin.diagnosis_correct)
+    pred_name = result_filename(name, dataset, "predictions").removesuffix(".json") + ".csv"
+    pred = write_predictions(out_dir / pred_name, examples, generated, clin.diagnosis_correct)
     ex.update(extra or {})
     ex["predictions"] = pred.name
     result = Result(backbone=name, dataset=dataset, task=TASK, metrics=metrics, config=config or {}, extra=ex)
