@@ -55,6 +55,7 @@ def test_coco_tokenize_drops_punctuation_and_case():
     assert M.coco_tokenize("A Blue-whitish veil; NO streaks.") == "a blue whitish veil no streaks"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not M.java_available(), reason="METEOR needs a Java runtime")
 def test_meteor_identical_is_one_and_paraphrase_lower():
     score, per = M.meteor(["the cat sat on the mat", "a lesion with streaks"],

@@ -98,6 +98,7 @@ def ph2_manifest(tmp_path_factory):
     return write_manifest(df, out, root=sample_root() / "ph2")
 
 
+@pytest.mark.slow
 def test_short_cpu_fit_save_reload_and_report(smollm2, ph2_manifest, tmp_path):
     from dermino.caption.clinical import DiagnosisParser
     from dermino.caption.evaluate import evaluate_run
