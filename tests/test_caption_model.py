@@ -102,7 +102,7 @@ def ph2_manifest(tmp_path_factory):
 def test_short_cpu_fit_save_reload_and_report(smollm2, ph2_manifest, tmp_path):
     from dermino.caption.clinical import DiagnosisParser
     from dermino.caption.evaluate import evaluate_run
-    from dermino.caption.generate import encode_paths, generate_captions
+    from dermino.caption.generate import caption_images, encode_paths, generate_captions
     from dermino.report.captioning import render_captioning_html
 
     lm, tok = smollm2
@@ -141,6 +141,9 @@ def test_short_cpu_fit_save_reload_and_report(smollm2, ph2_manifest, tmp_path):
         generate_captions(cap2, f2, max_new_tokens=10, progress=False)
     assert generate_captions(cap1, f1, max_new_tokens=6, num_beams=2, progress=False) == \
         generate_captions(cap2, f2, max_new_tokens=6, num_beams=2, progress=False)
+    pairs = caption_images(cap1, [paths[0]], 56, out_csv=tmp_path / "gen.csv", max_new_tokens=10, progress=False)
+    assert pairs[0][1] == generate_captions(cap1, f1[:1], max_new_tokens=10, progress=False)[0]
+    assert (tmp_path / "gen.csv").read_text().splitlines()[0] == "image,caption"
     meta = json.loads((run / "captioner.json").read_text())
     assert meta["steps"] == 14
 
