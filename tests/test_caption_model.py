@@ -118,6 +118,7 @@ def test_short_cpu_fit_save_reload_and_report(smollm2, ph2_manifest, tmp_path):
     run = summary.run
     result = evaluate_run(run, lm=copy.deepcopy(lm), tokenizer=tok)
     assert result.task == "captioning" and result.extra["meteor_skipped"]
+    assert result.extra["criteria_rows"] == 4 and "criteria_recall_macro" in result.metrics  # PH2 rows found
     for name in ("bleu1", "bleu4", "cider", "rougeL", "diagnosis_accuracy"):
         m = result.metrics[name]
         assert m.n == 4 and m.ci_low is not None and m.ci_low <= m.value + 1e-9 <= m.ci_high + 2e-9

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,8 +167,8 @@ def evaluate_run(
     for m in manifests:
         df = read_manifest(m)
         for row in df.to_dict("records"):
-            lookup[str(resolve(df, row["image"]))] = row
-    truth = [true_criteria_ph2(lookup.get(str(e.image), {})) for e in examples]
+            lookup[os.path.normpath(str(resolve(df, row["image"])))] = row
+    truth = [true_criteria_ph2(lookup.get(os.path.normpath(str(e.image)), {})) for e in examples]
     image_size = int(meta.get("image_size", cfg.get("image_size", 224)))
     feats = encode_paths(cap, [e.image for e in examples], image_size, progress=bool(cfg.get("progress", True)))
     beams = num_beams or int(cfg.get("num_beams", 1))
