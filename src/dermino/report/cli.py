@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
     results = read_results(folder)
     if not results:
         raise ValueError(f"no results JSON files (*__*__*.json) in {folder}")
-    html_path, md_path = write_report(
-        args.out or folder, args.title, sections_from_results(results, folder), f"{len(results)} results"
-    )
+    sections = sections_from_results([r for r in results if r.task != "captioning"], folder)
+    if any(r.task == "captioning" for r in results):
+        from dermino.report.captioning import captioning_section
+
+        sections.insert(len(sections) - (sections[-1].title == "Figures" if sections else 0), captioning_section(folder))
+    html_path, md_path = write_report(args.out or folder, args.title, sections, f"{len(results)} results")
     print(f"wrote {html_path} and {md_path}")
     return 0
 

@@ -1,0 +1,1 @@
+"""Image captioning: frozen dermino encoder -> projector -> causal LM with LoRA (peft)."""

@@ -1,0 +1,72 @@
+"""Caption metrics on reference pairs whose scores are published or follow by hand from the definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dermino.caption import metrics as M
+
+
+def test_bleu1_papineni_example():
+    # Papineni et al. 2002, section 2.1.1: modified unigram precision 2/7; the closest reference
+    # length is 7 (= candidate length), so no brevity penalty and BLEU-1 = 2/7
+    b, per = M.bleu(["the the the the the the the"], [["the cat is on the mat", "there is a cat on the mat"]])
+    assert b[0] == pytest.approx(2 / 7, abs=1e-6)
+    assert per[0][0] == pytest.approx(2 / 7, abs=1e-6)
+
+
+def test_rouge_score_readme_example():
+    # google-research/rouge README: rouge1 F = 0.7059 (P 6/8, R 6/9), rougeL F = 0.5882 (LCS 5)
+    r = M.rouge_n(["The quick brown dog jumps on the log."], [["The quick brown fox jumps over the lazy dog"]])
+    assert r["rouge1"][0] == pytest.approx(2 * 0.75 * (6 / 9) / (0.75 + 6 / 9), abs=1e-6)
+    assert r["rougeL"][0] == pytest.approx(2 * (5 / 8) * (5 / 9) / (5 / 8 + 5 / 9), abs=1e-6)
+
+
+def test_coco_rouge_l_uses_beta_1_2():
+    # LCS 5 of 8 candidate / 9 reference words; F_beta with beta = 1.2 (pycocoevalcap)
+    p, r, b2 = 5 / 8, 5 / 9, 1.2**2
+    score, per = M.rouge_l_coco(["The quick brown dog jumps on the log."], [["The quick brown fox jumps over the lazy dog"]])
+    assert score == pytest.approx((1 + b2) * p * r / (r + b2 * p), abs=1e-6)
+
+
+def test_sacrebleu_readme_example():
+    # sacrebleu README: BLEU = 48.53 on this system / two reference streams
+    sys = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+    refs = [["The dog bit the man.", "The dog had bit the man."],
+            ["It was not unexpected.", "No one was surprised."],
+            ["The man bit him first.", "The man had bitten the dog."]]
+    score, signature = M.sacrebleu_corpus(sys, refs)
+    assert score == pytest.approx(48.53, abs=0.01)
+    assert "nrefs:2" in signature
+
+
+def test_cider_identical_captions_score_ten():
+    # CIDEr-D = 10 x mean cosine similarity of tf-idf n-gram vectors: identical captions -> 10
+    cands = ["a cat sat on the mat", "a dog ran in the park", "two birds fly high"]
+    score, per = M.cider(cands, [[c] for c in cands])
+    assert score == pytest.approx(10.0, abs=1e-6)
+    assert np.allclose(per, 10.0)
+    worse, _ = M.cider(["a cat sat on the mat", "a dog ran", "two birds"], [[c] for c in cands])
+    assert worse < 10.0
+
+
+def test_coco_tokenize_drops_punctuation_and_case():
+    assert M.coco_tokenize("A Blue-whitish veil; NO streaks.") == "a blue whitish veil no streaks"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not M.java_available(), reason="METEOR needs a Java runtime")
+def test_meteor_identical_is_one_and_paraphrase_lower():
+    score, per = M.meteor(["the cat sat on the mat", "a lesion with streaks"],
+                          [["the cat sat on the mat"], ["a dog in the park"]])
+    assert per[0] == pytest.approx(1.0, abs=1e-6)
+    assert per[1] < 0.3
+
+
+def test_caption_scores_notes_skipped_meteor():
+    s = M.caption_scores(["a melanoma"], [["a melanoma with streaks"]], use_meteor=False)
+    assert "meteor" not in s.corpus and s.notes["meteor"].startswith("skipped")
+    assert {"bleu1", "bleu4", "cider", "rougeL_coco", "rouge1", "rouge2", "rougeL", "sacrebleu"} <= set(s.corpus)
+    with pytest.raises(ValueError, match="reference"):
+        M.caption_scores(["a"], [["a"], ["b"]], use_meteor=False)
