@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "dermino.evaluate.cli",
     "compare": "dermino.evaluate.cli_compare",
     "segment": "dermino.segment.cli",
+    "federate": "dermino.federated.cli",
     "report": "dermino.report.cli",
     "demo": "dermino.demo",
 }

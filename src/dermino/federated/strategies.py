@@ -3,12 +3,14 @@
 Flower's strategies already weight the aggregated parameters and metrics by each client's
 ``num-examples``. These subclasses only add bookkeeping: every reply's metrics are appended to
 ``rounds.jsonl`` keyed by node id (the per-client view), and the strategy tolerates lost clients
-through ``min_*_nodes`` (a round goes ahead with the replies that came within the timeout).
+through ``min_*_nodes``: a round goes ahead with the replies that came within the timeout, and
+with fewer than ``min_clients`` good replies the global model is left as it was.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +19,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from dermino.federated.config import StrategySection
+
+log = logging.getLogger(__name__)
 
 
 class _Logged:
@@ -42,6 +46,12 @@ class _Logged:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         self._log(server_round, "train", replies)
+        good = sum(not m.has_error() for m in replies)
+        if good < self.min_train_nodes:  # type: ignore[attr-defined]
+            # too few sites to trust an average: keep the last good global model
+            log.warning("round %d: %d good replies < min_clients %d; global model unchanged",
+                        server_round, good, self.min_train_nodes)  # type: ignore[attr-defined]
+            return None, None
         return super().aggregate_train(server_round, replies)  # type: ignore[misc]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):

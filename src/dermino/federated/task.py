@@ -91,7 +91,7 @@ def train_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, seen = total + float(loss) * len(idx), seen + len(idx)
+            total, seen = total + loss.item() * len(idx), seen + len(idx)
         last = total / max(seen, 1)
     head.eval()
     return last
