@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,11 +89,11 @@ def test_simulation_beats_random_init_and_logs_per_client(work):
     assert sorted(history["clients"].values()) == ["ham10000", "isic2017", "ph2"]
     assert set(history["evaluate"]) == {"1", "2", "3"} and len(history["seconds_per_round"]) == 3
     for r in range(4):  # initial model + one per round, and latest
-        assert (out_path := __import__("pathlib").Path(out) / "global" / f"round_{r:03d}.pt").is_file(), out_path
+        assert (out_path := Path(out) / "global" / f"round_{r:03d}.pt").is_file(), out_path
     head, classes, rnd = load_global(f"{out}/global/latest.pt")
     assert rnd == 3 and classes == history["classes"]
     # global evaluation = per-client values weighted by their counts
-    rows = [json.loads(line) for line in open(f"{out}/rounds.jsonl")]
+    rows = [json.loads(line) for line in Path(f"{out}/rounds.jsonl").read_text().splitlines()]
     ev = [r for r in rows if r["round"] == 3 and r["stage"] == "evaluate"]
     assert len(ev) == 3
     weighted = sum(r["val-loss"] * r["num-examples"] for r in ev) / sum(r["num-examples"] for r in ev)
@@ -143,7 +144,7 @@ def test_a_crashing_client_does_not_stop_the_run(work):
     cfg = cfg_for(work, "crash", "strategy.rounds=2", "strategy.min_clients=2")
     history = simulate(cfg, grid_hook=lambda g: g.down.add(2))  # node 2 never answers
     assert set(history["evaluate"]) == {"1", "2"}
-    rows = [json.loads(line) for line in open(f"{cfg.out_dir}/rounds.jsonl")]
+    rows = [json.loads(line) for line in Path(f"{cfg.out_dir}/rounds.jsonl").read_text().splitlines()]
     assert sum("error" in r for r in rows) == 4 and all(r["node"] == 2 for r in rows if "error" in r)
     # fewer good replies than min_clients: the last good global model is kept, not a 1-site "average"
     cfg_strict = cfg_for(work, "crash_strict", "strategy.rounds=1", "strategy.min_clients=3")
