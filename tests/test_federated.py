@@ -16,8 +16,8 @@ from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import class_names, client_data, client_names, load_manifests
 from dermino.federated.task import evaluate_head, init_head, train_head
 
-FAST = ["embed.image_size=56", "embed.pool=mean", "backbone.overrides.depth=2", "progress=false", "strategy.rounds=3",
-        "train.lr=3e-3", "compare.n_resamples=30"]
+FAST = ["embed.image_size=56", "backbone.overrides.depth=2", "progress=false", "strategy.rounds=3",
+        "train.lr=1e-3", "compare.n_resamples=30"]
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,9 @@ def test_simulation_beats_random_init_and_logs_per_client(work):
         d = client_data(df, cfg.data, c, classes)
         va = d.rows("val")
         f = client_features(cfg, d)[va]
-        trained_auc, start_auc = evaluate_head(head, f, d.y[va])["auroc"], evaluate_head(start, f, d.y[va])["auroc"]
-        gain, total = gain + (trained_auc - start_auc) * len(va), total + len(va)
-    assert gain / total > 0.02  # count-weighted mean AUROC gain over the clients
+        gain += (evaluate_head(start, f, d.y[va])["loss"] - evaluate_head(head, f, d.y[va])["loss"]) * len(va)
+        total += len(va)
+    assert gain / total > 0.05  # count-weighted validation cross-entropy drops below the random start's
 
 
 def test_clients_send_only_parameters_and_counts(work):

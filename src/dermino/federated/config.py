@@ -53,6 +53,7 @@ class StrategySection:
     rounds: int = 2
     proximal_mu: float = 0.01  # FedProx only
     fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0  # 0 = no federated evaluation rounds (faster; compare evaluates after)
     min_clients: int = 2  # a round goes ahead once this many clients are connected / replied
     round_timeout: float = 600.0  # seconds to wait for replies before aggregating what came
 
@@ -85,6 +86,7 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
         (cfg.strategy.rounds >= 1, "strategy.rounds must be >= 1"),
         (cfg.strategy.min_clients >= 1, "strategy.min_clients must be >= 1"),
         (0 < cfg.strategy.fraction_train <= 1, "strategy.fraction_train must be in (0, 1]"),
+        (0 <= cfg.strategy.fraction_evaluate <= 1, "strategy.fraction_evaluate must be in [0, 1]"),
         (cfg.strategy.proximal_mu >= 0, "strategy.proximal_mu must be >= 0"),
         (cfg.strategy.round_timeout > 0, "strategy.round_timeout must be > 0"),
         (cfg.train.local_epochs >= 1, "train.local_epochs must be >= 1"),

@@ -71,8 +71,8 @@ class LoggedFedProx(_Logged, FedProx):
 def build_strategy(cfg: StrategySection, log_path: str | Path) -> FedAvg:
     """The configured strategy; ``min_clients`` is the fewest replies a round accepts."""
     common = dict(
-        fraction_train=cfg.fraction_train, fraction_evaluate=1.0,
-        min_train_nodes=cfg.min_clients, min_evaluate_nodes=cfg.min_clients,
+        fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+        min_train_nodes=cfg.min_clients, min_evaluate_nodes=cfg.min_clients if cfg.fraction_evaluate else 0,
         min_available_nodes=cfg.min_clients,
     )
     if cfg.name == "fedprox":
