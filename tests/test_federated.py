@@ -173,3 +173,11 @@ def test_fedprox_simulation_and_comparison_results(work):
             assert 0 < r.extra["paired_vs_reference"]["auroc_macro"]["p_value"] <= 1
     assert "| pooled |" in (out / "comparison.md").read_text()
     assert not math.isnan(summary(out)["union"]["pooled"]["auroc_macro"][0])
+    # the report section is built from the results files alone
+    from dermino.report.federated import federated_sections
+
+    (section,) = federated_sections(results)
+    (label, table), _ = section.tables
+    assert label == "macro AUROC" and list(table["model"])[:2] == ["federated-fedprox", "pooled"]
+    assert list(table.columns) == ["model", "ham10000", "isic2017", "ph2", "union"]
+    assert "p=" in table.loc[table["model"] == "pooled", "union"].item()
