@@ -65,6 +65,11 @@ def client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
     return emb.features
 
 
+def proximal_term(params, anchor, mu: float) -> torch.Tensor:
+    """FedProx's (mu/2)·||w - w_global||², summed over all parameters."""
+    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+
+
 def train_head(
     head: LinearHead, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
     weight_decay: float = 0.0, proximal_mu: float = 0.0, seed: int = 0,
@@ -86,8 +91,7 @@ def train_head(
             idx = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(head(xt[idx]), yt[idx])
             if anchor:
-                loss = loss + proximal_mu / 2 * sum(
-                    ((p - a) ** 2).sum() for p, a in zip(head.parameters(), anchor, strict=True))
+                loss = loss + proximal_term(head.parameters(), anchor, proximal_mu)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
