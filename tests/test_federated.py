@@ -110,6 +110,11 @@ def test_simulation_beats_random_init_and_logs_per_client(work):
         gain += (evaluate_head(start, f, d.y[va])["loss"] - evaluate_head(head, f, d.y[va])["loss"]) * len(va)
         total += len(va)
     assert gain / total > 0.05  # count-weighted validation cross-entropy drops below the random start's
+    # a process holding every site's images embeds each once and hands out the same features
+    from dermino.federated.task import preload_features
+
+    assert preload_features(cfg, df) == len(df)
+    assert np.array_equal(client_features(cfg, d), client_features(cfg, d))
 
 
 def test_clients_send_only_parameters_and_counts(work):

@@ -21,6 +21,26 @@ from dermino.federated.config import FederatedConfig
 from dermino.federated.partitions import ClientData
 
 _BACKBONES: dict[tuple, nn.Module] = {}
+#: image path -> feature, per backbone/embedding setting, for a process that holds many sites' images
+_BANK: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _bank_key(cfg: FederatedConfig) -> tuple:
+    return (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())),
+            cfg.embed.image_size, cfg.embed.resize, cfg.embed.pool, cfg.embed.interpolation)
+
+
+def preload_features(cfg: FederatedConfig, frame) -> int:
+    """Embed ``frame`` once and remember every image's feature in this process.
+
+    A simulation or benchmark that splits the same manifest several ways (by source, by
+    dx_type, by body site) then embeds each image once instead of once per partition.
+    """
+    emb = extract_embeddings(backbone(cfg), frame, cfg.embed, weights=cfg.backbone.weights,
+                             model_name=cfg.backbone.model, progress=cfg.progress)
+    bank = _BANK.setdefault(_bank_key(cfg), {})
+    bank.update(zip(frame["image"].astype(str), emb.features, strict=True))
+    return len(bank)
 
 
 class LinearHead(nn.Module):
@@ -59,7 +79,11 @@ def backbone(cfg: FederatedConfig) -> nn.Module:
 
 
 def client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
-    """Features of every row of ``client`` (from the embedding cache when possible)."""
+    """Features of every row of ``client`` (preloaded, or from the embedding cache when possible)."""
+    bank = _BANK.get(_bank_key(cfg), {})
+    images = client.frame["image"].astype(str).tolist()
+    if bank and all(i in bank for i in images):
+        return np.stack([bank[i] for i in images])
     emb = extract_embeddings(backbone(cfg), client.frame, cfg.embed, weights=cfg.backbone.weights,
                              model_name=cfg.backbone.model, progress=cfg.progress)
     return emb.features
