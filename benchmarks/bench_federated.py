@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_federated")
     ap.add_argument("--weights", default=None, help="pretrained backbone checkpoint (default: random init)")
     ap.add_argument("--image-size", type=int, default=56)
+    ap.add_argument("--pool", default="mean", help="cls | mean | cls+mean (a random-init ViT's CLS token is "
+                    "nearly constant across images: use mean unless --weights is pretrained)")
     ap.add_argument("--max-per-source", type=int, default=1500,
                     help="labelled rows kept per dataset (seeded, stratified by label; 0 = all)")
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -67,7 +69,8 @@ def main() -> None:
     for name in args.partitions:
         cfg = load_federated_config(str(REPO / "configs" / "federated" / PARTITIONS[name]), [
             f"data.manifests={manifest_list}", f"out_dir={out / name}", "backbone.model=dermino_vit_tiny_14",
-            "backbone.overrides.depth=4", f"embed.image_size={args.image_size}", f"embed.cache_dir={out / 'cache'}",
+            "backbone.overrides.depth=4", f"embed.image_size={args.image_size}", f"embed.pool={args.pool}",
+            f"embed.cache_dir={out / 'cache'}",
             f"train.lr={args.lr}", f"strategy.rounds={args.rounds}", f"strategy.name={args.strategy}",
             f"compare.n_resamples={args.resamples}", "progress=false",
             *([f"backbone.weights={args.weights}"] if args.weights else []),
