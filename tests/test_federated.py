@@ -16,7 +16,7 @@ from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import class_names, client_data, client_names, load_manifests
 from dermino.federated.task import evaluate_head, init_head, train_head
 
-FAST = ["embed.image_size=56", "backbone.overrides.depth=2", "progress=false", "strategy.rounds=3",
+FAST = ["embed.image_size=56", "embed.pool=mean", "backbone.overrides.depth=2", "progress=false", "strategy.rounds=3",
         "train.lr=1e-3", "compare.n_resamples=30"]
 
 
