@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "compare": "dermino.evaluate.cli_compare",
     "segment": "dermino.segment.cli",
     "caption": "dermino.caption.cli",
+    "federate": "dermino.federated.cli",
     "report": "dermino.report.cli",
     "demo": "dermino.demo",
     "classifier": "dermino.classifier.cli",

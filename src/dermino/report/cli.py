@@ -15,10 +15,14 @@ _PREFERRED = ["auroc_macro", "f1_macro", "balanced_accuracy", "accuracy", "dice"
 
 def sections_from_results(results: list[Result], figures_dir: Path | None = None) -> list[Section]:
     """One section per task, one table per task with every metric that task reported."""
+    from dermino.report.federated import TASK as FEDERATED
+    from dermino.report.federated import federated_sections
+
     by_task: dict[str, list[Result]] = defaultdict(list)
     for r in results:
-        by_task[r.task].append(r)
-    sections = []
+        if r.task != FEDERATED:
+            by_task[r.task].append(r)
+    sections = federated_sections(results)
     for task, items in sorted(by_task.items()):
         names = sorted({m for r in items for m in r.metrics})
         ordered = [m for m in _PREFERRED if m in names] + [m for m in names if m not in _PREFERRED]

@@ -1,0 +1,1 @@
+"""Federated fine-tuning with Flower: hospitals train together without pooling images."""

@@ -1,0 +1,70 @@
+"""The Flower ``ClientApp``: a site trains and evaluates the head on its own rows.
+
+The site's SuperNode says which data is its own through ``--node-config``: ``config`` (a
+federated YAML on the site's machine: manifests, column, backbone, embedding) and
+``partition`` (its value of the column). A reply holds the head's parameters and a
+``MetricRecord`` of counts and scores, nothing else: no features, labels or file names.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from dermino.federated.config import FederatedConfig, load_federated_config
+from dermino.federated.partitions import ClientData, client_data, load_manifests
+from dermino.federated.task import client_features, evaluate_head, init_head, load_numpy, train_head
+
+log = logging.getLogger(__name__)
+app = ClientApp()
+_SITES: dict[tuple, tuple[ClientData, np.ndarray]] = {}
+
+
+def site(cfg: FederatedConfig, config_path: str, partition: str, classes: list[str]) -> tuple[ClientData, np.ndarray]:
+    """This site's rows and features (loaded once per process)."""
+    key = (config_path, partition, tuple(classes))
+    if key not in _SITES:
+        df = load_manifests(cfg.data, cfg.out_dir)
+        data = client_data(df, cfg.data, partition, classes)
+        _SITES[key] = (data, client_features(cfg, data))
+    return _SITES[key]
+
+
+def _setup(msg: Message, context: Context):
+    nc = context.node_config
+    for key in ("config", "partition"):
+        if key not in nc:
+            raise ValueError(f"node config has no {key!r}: start the SuperNode with "
+                             "--node-config \"config='site.yaml' partition='NAME'\"")
+    cfg = load_federated_config(str(nc["config"]))
+    conf = msg.content["config"]
+    classes = [str(c) for c in conf["classes"]]
+    data, feats = site(cfg, str(nc["config"]), str(nc["partition"]), classes)
+    head = init_head(feats.shape[1], len(classes))
+    load_numpy(head, {k: v.numpy() for k, v in msg.content["arrays"].items()})
+    return conf, data, feats, head
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    conf, data, feats, head = _setup(msg, context)
+    tr = data.rows("train")
+    loss = train_head(
+        head, feats[tr], data.y[tr], epochs=int(conf["local-epochs"]), lr=float(conf["lr"]),
+        batch_size=int(conf["batch-size"]), weight_decay=float(conf["weight-decay"]),
+        proximal_mu=float(conf.get("proximal-mu", 0.0)), seed=int(conf["seed"]) + int(conf["server-round"]),
+    )
+    metrics = MetricRecord({"num-examples": len(tr), "train-loss": loss})
+    return Message(RecordDict({"arrays": ArrayRecord(head.state_dict()), "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    _, data, feats, head = _setup(msg, context)
+    va = data.rows("val")
+    scores = evaluate_head(head, feats[va], data.y[va])
+    metrics = MetricRecord({"num-examples": len(va), **{f"val-{k}": float(v) for k, v in scores.items()}})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -1,0 +1,157 @@
+"""What one site does: features from the frozen backbone, a linear head trained and evaluated on them.
+
+Only the head trains, so each site embeds its images once (the evaluation suite's embedding
+cache) and a federated round costs a few matrix products per client. Features are
+L2-normalised and scaled by sqrt(dim) on the way in: every site gets the same input scale
+without sharing any statistic of its data (z-scoring with pooled means would leak them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from dermino.evaluate.embeddings import extract_embeddings
+from dermino.evaluate.metrics import macro_auroc, macro_f1
+from dermino.federated.config import FederatedConfig
+from dermino.federated.partitions import ClientData
+
+_BACKBONES: dict[tuple, nn.Module] = {}
+#: image path -> feature, per backbone/embedding setting, for a process that holds many sites' images
+_BANK: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _bank_key(cfg: FederatedConfig) -> tuple:
+    return (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())),
+            cfg.embed.image_size, cfg.embed.resize, cfg.embed.pool, cfg.embed.interpolation)
+
+
+def preload_features(cfg: FederatedConfig, frame) -> int:
+    """Embed ``frame`` once and remember every image's feature in this process.
+
+    A simulation or benchmark that splits the same manifest several ways (by source, by
+    dx_type, by body site) then embeds each image once instead of once per partition.
+    """
+    emb = extract_embeddings(backbone(cfg), frame, cfg.embed, weights=cfg.backbone.weights,
+                             model_name=cfg.backbone.model, progress=cfg.progress)
+    bank = _BANK.setdefault(_bank_key(cfg), {})
+    bank.update(zip(frame["image"].astype(str), emb.features, strict=True))
+    return len(bank)
+
+
+class LinearHead(nn.Module):
+    """``Linear(dim, classes)`` on L2-normalised, sqrt(dim)-scaled features."""
+
+    def __init__(self, dim: int, n_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.normalize(x, dim=1) * math.sqrt(x.shape[1])
+        return self.fc(x)
+
+
+def init_head(dim: int, n_classes: int, seed: int = 0) -> LinearHead:
+    """The same starting head everywhere (the server's initial global model)."""
+    head = LinearHead(dim, n_classes)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        nn.init.normal_(head.fc.weight, std=0.01, generator=gen)
+        head.fc.bias.zero_()
+    return head
+
+
+def backbone(cfg: FederatedConfig) -> nn.Module:
+    """The frozen backbone (built once per process; random init is seeded so all sites agree)."""
+    key = (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())))
+    if key not in _BACKBONES:
+        from dermino.models import create
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create(cfg.backbone.model, weights=cfg.backbone.weights, **cfg.backbone.overrides)
+        _BACKBONES[key] = model.eval().requires_grad_(False)
+    return _BACKBONES[key]
+
+
+def client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
+    """Features of every row of ``client`` (preloaded, or from the embedding cache when possible)."""
+    bank = _BANK.get(_bank_key(cfg), {})
+    images = client.frame["image"].astype(str).tolist()
+    if bank and all(i in bank for i in images):
+        return np.stack([bank[i] for i in images])
+    emb = extract_embeddings(backbone(cfg), client.frame, cfg.embed, weights=cfg.backbone.weights,
+                             model_name=cfg.backbone.model, progress=cfg.progress)
+    return emb.features
+
+
+def proximal_term(params, anchor, mu: float) -> torch.Tensor:
+    """FedProx's (mu/2)·||w - w_global||², summed over all parameters."""
+    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+
+
+def train_head(
+    head: LinearHead, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
+    weight_decay: float = 0.0, proximal_mu: float = 0.0, seed: int = 0,
+) -> float:
+    """Adam on cross-entropy; with ``proximal_mu`` > 0 adds FedProx's (mu/2)·||w - w_global||².
+
+    Returns the mean training loss of the last epoch.
+    """
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    anchor = [p.detach().clone() for p in head.parameters()] if proximal_mu > 0 else []
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    last = math.nan
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, len(xt), batch_size):
+            idx = order[start : start + batch_size]
+            loss = nn.functional.cross_entropy(head(xt[idx]), yt[idx])
+            if anchor:
+                loss = loss + proximal_term(head.parameters(), anchor, proximal_mu)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(idx), seen + len(idx)
+        last = total / max(seen, 1)
+    head.eval()
+    return last
+
+
+@torch.inference_mode()
+def predict_proba(head: LinearHead, x: np.ndarray) -> np.ndarray:
+    head.eval()
+    return torch.softmax(head(torch.as_tensor(x, dtype=torch.float32)), dim=1).double().numpy()
+
+
+def evaluate_head(head: LinearHead, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Loss, macro AUROC and macro F1 over the classes present in ``y`` (NaN when undefined)."""
+    probs = predict_proba(head, x)
+    present = [int(c) for c in np.unique(y)]
+    loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
+                                        torch.as_tensor(y, dtype=torch.long)))
+    auroc = macro_auroc(y, probs, present) if len(present) > 1 else math.nan
+    return {"loss": loss, "auroc": auroc, "f1": macro_f1(y, probs.argmax(1), present)}
+
+
+def state_to_numpy(head: nn.Module) -> OrderedDict[str, np.ndarray]:
+    return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in head.state_dict().items())
+
+
+def load_numpy(head: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Module:
+    """Load named arrays, checking names and shapes (a wrong model is an error, not a silent mix)."""
+    state = head.state_dict()
+    if set(arrays) != set(state):
+        raise ValueError(f"parameters {sorted(arrays)} do not match the model's {sorted(state)}")
+    for k, v in arrays.items():
+        if tuple(np.shape(v)) != tuple(state[k].shape):
+            raise ValueError(f"parameter {k}: shape {np.shape(v)} != model {tuple(state[k].shape)}")
+    head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
+    return head
