@@ -68,7 +68,6 @@ def main() -> None:
     res = dedup.find_duplicates([mans["ham10000"], mans["isic2017"]], [mans["ph2"]], cfg)
     t_total = time.perf_counter() - t0  # hashes come from the cache: candidates + descriptors
     written = dedup.write_outputs(res, out / "dedup_report")
-    described = int(len(np.unique(res.pairs[["i", "j"]].to_numpy()))) if len(res.pairs) else 0
     a = np.polyfit(np.log([s["images"] for s in scaling]), np.log([max(s["candidate_pairs"], 1) for s in scaling]), 1)[0]
     pairs_at_target = scaling[-1]["candidate_pairs"] * (TARGET / n) ** a
     per_image_bytes = res.table.memory_usage(deep=True).sum() / n

@@ -82,7 +82,11 @@ def test_one_class_only_auroc_undefined():
 def test_quadratic_weighted_kappa_matches_sklearn():
     from sklearn.metrics import cohen_kappa_score
 
-    from dermino.evaluate.metrics import ORDINAL_METRICS, quadratic_weighted_kappa, quadratic_weighted_kappa_ci
+    from dermino.evaluate.metrics import (
+        ORDINAL_METRICS,
+        quadratic_weighted_kappa,
+        quadratic_weighted_kappa_ci,
+    )
 
     rng = np.random.default_rng(0)
     for n_grades in (2, 4, 6):
