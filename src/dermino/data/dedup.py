@@ -55,6 +55,7 @@ class DedupConfig:
     chunk_size: int = 2048  # rows per cached hash chunk
     cache_dir: str = ".cache/dermino/dedup"
     max_bucket: int = 5000  # a band value shared by more images is uninformative (blank frames)
+    per_image: int = 10  # nearest pHash candidates kept per image: bounds confirmation to 10 * N pairs
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -184,49 +185,60 @@ def _flips(radius: int) -> np.ndarray:
 
 
 def candidate_pairs(hashes: np.ndarray, max_hamming: int, probe_radius: int = 1,
-                    max_bucket: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+                    max_bucket: int = 5000, per_image: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) with ``popcount(h_i ^ h_j) <= max_hamming``, found by multi-index hashing.
 
-    Returns ``(pairs (P, 2), distances (P,))``. Cost: one sort per band plus the matching
-    entries, i.e. linear in N for hashes that spread over the 2^16 band values.
+    Returns ``(pairs (P, 2), distances (P,))`` sorted by (i, j). Cost: one sort per band plus
+    the entries that share a (probed) band value, filtered as they are produced so memory
+    holds only pairs within ``max_hamming``. ``per_image`` keeps, for each image, only its
+    ``per_image`` nearest candidates (a pair survives when it is among the nearest of either
+    image): the confirmation stage then costs at most ``per_image * N`` comparisons however
+    alike a collection's images look.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     n = len(h)
+    empty = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
     if n < 2:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+        return empty
     flips = _flips(probe_radius)
-    found: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
+    dists: list[np.ndarray] = []
     for b in range(BANDS):
         band = ((h >> np.uint64(b * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(band, kind="stable")
-        sorted_band = band[order]
-        values, starts, counts = np.unique(sorted_band, return_index=True, return_counts=True)
-        big = values[counts > max_bucket]
-        if len(big):
-            log.warning("dedup: %d band value(s) shared by > %d images skipped (band %d)", len(big), max_bucket, b)
+        values, starts, counts = np.unique(band[order], return_index=True, return_counts=True)
+        if (counts > max_bucket).any():
+            log.warning("dedup: %d band value(s) shared by > %d images skipped (band %d)",
+                        int((counts > max_bucket).sum()), max_bucket, b)
         for f in flips:
             probe = band ^ f
-            pos = np.searchsorted(values, probe)
-            pos = np.minimum(pos, len(values) - 1)
+            pos = np.minimum(np.searchsorted(values, probe), len(values) - 1)
             hit = (values[pos] == probe) & (counts[pos] <= max_bucket)
             qi = np.nonzero(hit)[0]
             if not len(qi):
                 continue
-            c = counts[pos[qi]]
-            s = starts[pos[qi]]
+            c, s0 = counts[pos[qi]], starts[pos[qi]]
             rep_i = np.repeat(qi, c)
-            offs = np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
-            rep_j = order[np.repeat(s, c) + offs]
+            rep_j = order[np.repeat(s0, c) + np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)]
             keep = rep_i < rep_j
-            found.append(np.stack([rep_i[keep], rep_j[keep]], 1))
-    if not found:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    pairs = np.concatenate(found)
-    key = np.unique(pairs[:, 0] * n + pairs[:, 1])
+            rep_i, rep_j = rep_i[keep], rep_j[keep]
+            d = _popcount64(h[rep_i] ^ h[rep_j])
+            ok = d <= max_hamming
+            keys.append(rep_i[ok] * n + rep_j[ok])
+            dists.append(d[ok])
+    if not keys:
+        return empty
+    key, first = np.unique(np.concatenate(keys), return_index=True)
+    dist = np.concatenate(dists)[first]
     pairs = np.stack([key // n, key % n], 1)
-    dist = _popcount64(h[pairs[:, 0]] ^ h[pairs[:, 1]])
-    ok = dist <= max_hamming
-    return pairs[ok], dist[ok]
+    if per_image and len(pairs):
+        df = pd.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1], "d": dist, "k": np.arange(len(pairs))})
+        both = pd.concat([df[["i", "d", "k"]].rename(columns={"i": "img"}),
+                          df[["j", "d", "k"]].rename(columns={"j": "img"})]).sort_values(["img", "d"], kind="stable")
+        near = both[both.groupby("img").cumcount() < per_image]["k"].unique()
+        near.sort()
+        pairs, dist = pairs[near], dist[near]
+    return pairs, dist
 
 
 # --------------------------------------------------------------------------- descriptors
@@ -264,11 +276,30 @@ def backbone_embedder(backbone: str, weights: str | None = None, image_size: int
 
 def pair_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of (P, D) arrays; for (P, K, D) views the best over the K x K view pairs."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if a.ndim == 2:
         a, b = a[:, None], b[:, None]
     a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return np.einsum("pkd,pld->pkl", a, b).reshape(len(a), -1).max(1)
+    return np.concatenate([np.matmul(a[lo: lo + 4096], b[lo: lo + 4096].transpose(0, 2, 1)).reshape(
+        len(a[lo: lo + 4096]), -1).max(1) for lo in range(0, len(a), 4096)]) if len(a) else np.zeros(0)
+
+
+def _describe(paths: list[Path], embedder: Embedder, cache_dir: Path, progress: bool,
+              batch: int = 512) -> np.ndarray:
+    """Descriptors of ``paths`` in batches, into a float16 array on disk (memory stays flat)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    first = np.asarray(embedder(paths[:1]))
+    file = cache_dir / f"descriptors.{os.getpid()}.npy"
+    out = np.lib.format.open_memmap(file, mode="w+", dtype=np.float16, shape=(len(paths), *first.shape[1:]))
+    try:
+        for lo in tqdm(range(0, len(paths), batch), desc="describe", unit="batch", disable=not progress):
+            out[lo: lo + batch] = embedder(paths[lo: lo + batch])
+        out.flush()
+        return np.load(file, mmap_mode="r")
+    finally:
+        del out
+        file.unlink(missing_ok=True)  # the open map keeps the data readable until released
 
 
 # --------------------------------------------------------------------------- the run
@@ -331,18 +362,18 @@ def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Pat
             idx = np.sort(idx)
             exact += [(idx[0], k) for k in idx[1:]]
     exact_pairs = np.array(exact, dtype=np.int64).reshape(-1, 2)
-    cand, dist = candidate_pairs(table["phash"].to_numpy(), cfg.max_hamming, cfg.probe_radius, cfg.max_bucket)
+    cand, dist = candidate_pairs(table["phash"].to_numpy(), cfg.max_hamming, cfg.probe_radius,
+                                 cfg.max_bucket, cfg.per_image)
     same = table["sha256"].to_numpy()
     keep = same[cand[:, 0]] != same[cand[:, 1]]  # exact pairs are already counted
     cand, dist = cand[keep], dist[keep]
     cos = np.zeros(len(cand), np.float32)
     if len(cand):
         need = np.unique(cand)
-        vec = embedder([paths[i] for i in need])
-        where = {int(k): r for r, k in enumerate(need)}
-        a = vec[[where[int(i)] for i in cand[:, 0]]]
-        b = vec[[where[int(j)] for j in cand[:, 1]]]
-        cos = pair_cosine(a, b).astype(np.float32)
+        vec = _describe([paths[i] for i in need], embedder, Path(cfg.cache_dir), progress)
+        rows = np.searchsorted(need, cand)
+        cos = np.concatenate([pair_cosine(vec[rows[lo: lo + 4096, 0]], vec[rows[lo: lo + 4096, 1]])
+                              for lo in range(0, len(rows), 4096)]).astype(np.float32)
     near = cos >= cfg.min_cosine
     pairs = pd.DataFrame({
         "i": np.concatenate([exact_pairs[:, 0], cand[near, 0]]).astype(int),
