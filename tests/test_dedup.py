@@ -124,3 +124,26 @@ def test_overlap_guard(planted, caplog):
     assert dedup.check_overlap(corpus, [test_manifest], "warn", cache_dir=str(tmp / "c2")) >= 1
     assert dedup.check_overlap(corpus, [mans["ph2"]], "refuse", cache_dir=str(tmp / "c2")) == 0
     assert dedup.check_overlap(corpus, [test_manifest], "off") == 0
+
+
+def test_pretraining_refuses_overlap_with_eval_manifests(planted, tmp_path, monkeypatch, caplog):
+    from dermino.pretrain.config import tiny_config, validate
+    from dermino.pretrain.trainer import load_pretrain_manifest
+
+    _, mans, test_manifest, _ = planted
+    monkeypatch.chdir(tmp_path)  # the hash cache goes under the working directory
+    cfg = tiny_config(str(tmp_path / "run"))
+    cfg.data.manifests = [str(mans["ham10000"]), str(mans["isic2017"])]
+    cfg.data.exclude_overlap_with = [str(test_manifest)]
+    cfg.data.splits = []
+    with pytest.raises(ValueError, match="overlap_policy=warn"):
+        load_pretrain_manifest(cfg, tmp_path)
+    cfg.data.overlap_policy = "warn"
+    assert len(load_pretrain_manifest(cfg, tmp_path)) > 0
+    assert "duplicate evaluation images" in caplog.text
+    cfg.data.overlap_policy = "refuse"
+    cfg.data.exclude_overlap_with = [str(mans["ph2"])]
+    assert len(load_pretrain_manifest(cfg, tmp_path)) > 0
+    cfg.data.overlap_policy = "maybe"
+    with pytest.raises(ValueError, match="overlap_policy"):
+        validate(cfg)

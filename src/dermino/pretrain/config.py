@@ -43,6 +43,10 @@ class DataConfig:
     monitor_train: str | None = None
     monitor_val: str | None = None
     monitor_size: int = 224
+    # evaluation manifests the corpus must not overlap (exact or pHash-identical images);
+    # overlap_policy: refuse (stop before training) | warn | off. See `dermino data dedup`.
+    exclude_overlap_with: list[str] = field(default_factory=list)
+    overlap_policy: str = "refuse"
 
 
 @dataclass
@@ -172,6 +176,8 @@ def validate(cfg: PretrainConfig) -> None:
         problems.append(f"run.precision must be fp32, bf16 or fp16, got {cfg.run.precision!r}")
     if cfg.losses.dino.normalisation not in ("sinkhorn", "centering"):
         problems.append(f"losses.dino.normalisation must be sinkhorn or centering, got {cfg.losses.dino.normalisation!r}")
+    if cfg.data.overlap_policy not in ("refuse", "warn", "off"):
+        problems.append(f"data.overlap_policy must be refuse, warn or off, got {cfg.data.overlap_policy!r}")
     if cfg.data.on_bad_image not in ("raise", "skip"):
         problems.append(f"data.on_bad_image must be raise or skip, got {cfg.data.on_bad_image!r}")
     if not (cfg.schedule.budget_steps or cfg.schedule.budget_images):
