@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def main() -> None:
                     help="folder holding ham10000/, isic2017/, ph2/ in their published layouts")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the hash cache of an earlier (killed) run; the default starts cold so "
+                         "hashing speed is measured")
     args = ap.parse_args()
     if not args.data:
         ap.error("--data (or DERMINO_SHARED_DATA) is required")
@@ -49,6 +53,8 @@ def main() -> None:
         df["split"] = df["split"].replace("", "none")
         mans[name] = write_manifest(df, out / "dedup_manifests" / f"{name}.csv")
     cfg = dedup.DedupConfig(cache_dir=str(out / "dedup_cache"), workers=args.workers)
+    if not args.resume:
+        shutil.rmtree(out / "dedup_cache", ignore_errors=True)
     table, _ = dedup._roles_table([mans["ham10000"], mans["isic2017"]], [mans["ph2"]])
     paths = [Path(p) for p in table.path]
     n = len(paths)

