@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
     results = read_results(folder)
     if not results:
         raise ValueError(f"no results JSON files (*__*__*.json) in {folder}")
-    html_path, md_path = write_report(
-        args.out or folder, args.title, sections_from_results(results, folder), f"{len(results)} results"
-    )
+    sections = sections_from_results(results, folder)
+    for maps_dir in getattr(args, "maps", None) or []:
+        from dermino.report.maps_section import maps_section
+
+        sections.append(maps_section(maps_dir))
+    html_path, md_path = write_report(args.out or folder, args.title, sections, f"{len(results)} results")
     print(f"wrote {html_path} and {md_path}")
     return 0
 
@@ -49,4 +52,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("results", help="folder of results JSON files (and PNG figures)")
     p.add_argument("--out", help="output folder (default: the results folder)")
     p.add_argument("--title", default="dermino results")
+    p.add_argument("--maps", nargs="*", default=[], help="folders written by `dermino maps` to include")
     p.set_defaults(func=run)
