@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("maps", help="t-SNE / UMAP maps of image embeddings and disease prototypes (PNG)")
-    p.add_argument("--backbone", required=True, help="registered name, e.g. dermino_vit_small_14")
+    p.add_argument("--backbone", required=True,
+                   help="registered name (e.g. dermino_vit_small_14) or an export folder (runs/x/export/teacher)")
     p.add_argument("--weights", default=None, help="local checkpoint file")
     p.add_argument("--manifest", required=True, nargs="+", help="manifest(s) CSV/Parquet")
     p.add_argument("--split", default=None, help="only rows of this split")
@@ -40,8 +41,14 @@ def _run(args: argparse.Namespace) -> int:
     df = pd.concat(frames, ignore_index=True)
     df.attrs["root"] = "/"
     kwargs = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.model_args)}
-    model = create(args.backbone, weights=args.weights, **kwargs)
-    emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone)
+    weights = args.weights
+    if Path(args.backbone).is_dir():
+        from dermino.models import load_exported
+
+        model, weights = load_exported(args.backbone), Path(args.backbone) / "model.safetensors"
+    else:
+        model = create(args.backbone, weights=args.weights, **kwargs)
+    emb = extract_embeddings(model, df, cfg, weights=weights, model_name=str(args.backbone))
     protos, names = None, None
     if args.prototypes:
         from dermino.knowledge.prototypes import read_prototypes
@@ -49,6 +56,6 @@ def _run(args: argparse.Namespace) -> int:
         w, names, _ = read_prototypes(args.prototypes)
         protos = np.asarray(w.float().numpy())
     meta = write_maps(emb.features, df, args.out, method=args.method, prototypes=protos, prototype_names=names,
-                      title=args.backbone)
+                      title=Path(args.backbone).name)
     print(f"maps: {meta} (add them to a report: dermino report RESULTS --maps {args.out})")
     return 0
