@@ -93,6 +93,8 @@ def test_finds_planted_and_no_false_pairs(planted):
     kept = set(t[(t.role == "corpus") & t.keep].path)
     assert not kept & {str(o) for o in origins}
     assert res.stats["corpus_dropped_as_test_overlap"] == 6
+    planted_rows = pairs[pairs.roles == "corpus-against"]
+    assert set(planted_rows.split_j) == {"test"} and "cross_split_within_manifest" in res.stats
 
 
 def test_cli_outputs_and_resume(planted, monkeypatch, capsys):

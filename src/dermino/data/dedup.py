@@ -321,7 +321,8 @@ def _roles_table(manifests: Sequence[str | Path], against: Sequence[str | Path])
                 if p is None:
                     raise ValueError(f"{m}: row {i}: empty 'image' cell")
                 rows.append({"manifest": str(m), "row": i, "role": role, "path": os.path.abspath(p),
-                             "source": df["source"].iat[i] if "source" in df.columns else ""})
+                             "source": df["source"].iat[i] if "source" in df.columns else "",
+                             "split": df["split"].iat[i] if "split" in df.columns else ""})
     return pd.DataFrame(rows), frames
 
 
@@ -388,7 +389,7 @@ def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Pat
     mans = table["manifest"].to_numpy()
     pairs["scope"] = np.where(mans[pairs.i] == mans[pairs.j], "within", "cross")
     pairs["roles"] = [f"{roles[i]}-{roles[j]}" for i, j in zip(pairs.i, pairs.j, strict=True)]
-    for col in ("path", "source"):
+    for col in ("path", "source", "split"):
         pairs[f"{col}_i"] = table[col].to_numpy()[pairs.i]
         pairs[f"{col}_j"] = table[col].to_numpy()[pairs.j]
     cluster = _union_find(n, pairs[["i", "j"]].to_numpy())
@@ -410,6 +411,7 @@ def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Pat
                                                     - (corpus & has_test.reindex(cluster).to_numpy()).sum()),
         "corpus_kept": int((corpus & keep_mask).sum()),
         "by_roles": pairs.groupby(["roles", "kind"]).size().rename("n").reset_index().to_dict("records"),
+        "cross_split_within_manifest": int(((pairs.scope == "within") & (pairs.split_i != pairs.split_j)).sum()),
         "by_sources": pairs.assign(sources=[" / ".join(sorted({a, b})) for a, b in
                                             zip(pairs.source_i, pairs.source_j, strict=True)])
         .groupby(["sources", "kind"]).size().rename("n").reset_index().to_dict("records"),
@@ -473,7 +475,7 @@ def write_html(result: DedupResult, out: Path, limit: int = 200) -> Path:
         rows.append(
             f"<tr><td><img src='{_thumb_uri(r.path_i)}'><br>{html.escape(r.source_i)}<br>"
             f"<small>{html.escape(Path(r.path_i).name)}</small></td>"
-            f"<td><img src='{_thumb_uri(r.path_j)}'><br>{html.escape(r.source_j)}<br>"
+            f"<td><img src='{_thumb_uri(r.path_j)}'><br>{html.escape(r.source_j)} {html.escape(str(r.split_j))}<br>"
             f"<small>{html.escape(Path(r.path_j).name)}</small></td>"
             f"<td>{r.kind}</td><td>{r.roles}</td><td>{r.scope}</td><td>{r.hamming}</td><td>{r.cosine:.3f}</td></tr>"
         )
