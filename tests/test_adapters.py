@@ -20,7 +20,7 @@ HAM_COUNTS = {"melanocytic nevus": 6705, "melanoma": 1113, "benign keratosis": 1
 
 
 def test_registry():
-    assert set(ADAPTERS) == {"ham10000", "ph2", "isic2017", "fitzpatrick17k", "folder"}
+    assert {"ham10000", "ph2", "isic2017", "fitzpatrick17k", "folder"} <= set(ADAPTERS)
     with pytest.raises(KeyError, match="unknown dataset"):
         build("imagenet", ".")
 

@@ -77,3 +77,15 @@ def test_groups_are_reported_in_natural_order():
     assert ordered_groups(["75+", "unknown", "<30", "45-59"]) == ["<30", "45-59", "75+", "unknown"]
     assert ordered_groups(["tan", "brown", "very light", "light"]) == ["very light", "light", "tan", "brown"]
     assert ordered_groups(["6", "2", "10"]) == ["2", "6", "10"]
+
+
+def test_fitzpatrick_groups_beside_single_types():
+    from dermino.evaluate.fairness import fitzpatrick_group
+
+    df = pd.DataFrame({"fitzpatrick": ["1", "2.0", "3", "4", "5", "6", "", ""],
+                       "fitzpatrick_group": ["", "", "", "", "", "", "56", "I-II"]})
+    g = group_columns(df, ["fitzpatrick"])
+    assert list(g["fitzpatrick"]) == ["1", "2", "3", "4", "5", "6", "unknown", "unknown"]
+    assert list(g["fitzpatrick_group"]) == ["I-II", "I-II", "III-IV", "III-IV", "V-VI", "V-VI", "V-VI", "I-II"]
+    assert ordered_groups(["V-VI", "unknown", "I-II", "III-IV"]) == ["I-II", "III-IV", "V-VI", "unknown"]
+    assert fitzpatrick_group("-1") == "unknown" and fitzpatrick_group("34") == "III-IV"

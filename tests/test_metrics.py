@@ -77,3 +77,31 @@ def test_absent_class_is_explicit():
 
 def test_one_class_only_auroc_undefined():
     assert math.isnan(binary_auroc(np.ones(5), np.arange(5.0)))
+
+
+def test_quadratic_weighted_kappa_matches_sklearn():
+    from sklearn.metrics import cohen_kappa_score
+
+    from dermino.evaluate.metrics import (
+        ORDINAL_METRICS,
+        quadratic_weighted_kappa,
+        quadratic_weighted_kappa_ci,
+    )
+
+    rng = np.random.default_rng(0)
+    for n_grades in (2, 4, 6):
+        y = rng.integers(0, n_grades, 200)
+        p = np.clip(y + rng.integers(-1, 2, 200), 0, n_grades - 1)
+        assert quadratic_weighted_kappa(y, p) == pytest.approx(cohen_kappa_score(y, p, weights="quadratic"), abs=1e-12)
+    # golden value by hand: 3 items, grades 0..2, one off by two
+    # O = [[1,0,1],[0,1,0],[0,0,0]]: sum w*O = 4; E = outer([2,1,0],[1,1,1])/3: sum w*E = 10/3 + 2/3
+    assert quadratic_weighted_kappa([0, 1, 0], [0, 1, 2]) == pytest.approx(1 - 4 / 4)
+    assert quadratic_weighted_kappa([0, 1, 2], [0, 2, 2]) == pytest.approx(1 - 1 / (8 / 3 + 1 + 4 / 3))  # = 0.8
+    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3]) == 1.0
+    assert np.isnan(quadratic_weighted_kappa([1, 1], [1, 1]))
+    y = rng.integers(0, 4, 150)
+    p = np.clip(y + rng.integers(-1, 2, 150), 0, 3)
+    m = quadratic_weighted_kappa_ci(y, p, n_resamples=200)
+    assert m.ci_low < m.value < m.ci_high and m.n == 150
+    probs = np.eye(4)[p]
+    assert ORDINAL_METRICS["qwk"](y, probs, p, None) == pytest.approx(m.value)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "knowledge": "dermino.knowledge.cli",
     "pretrain": "dermino.pretrain.cli",
     "embed": "dermino.evaluate.cli_embed",
+    "maps": "dermino.evaluate.cli_maps",
     "evaluate": "dermino.evaluate.cli",
     "compare": "dermino.evaluate.cli_compare",
     "segment": "dermino.segment.cli",

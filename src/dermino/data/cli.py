@@ -59,6 +59,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, type=Path)
     q.set_defaults(func=_download)
 
+    q = sub.add_parser("dedup", help="exact and near-duplicate images within and across manifests")
+    q.add_argument("manifests", nargs="+", type=Path, help="corpus manifests (e.g. pretraining data)")
+    q.add_argument("--against", nargs="*", default=[], type=Path,
+                   help="evaluation manifests: corpus images duplicating one of these are dropped")
+    q.add_argument("--out", required=True, type=Path,
+                   help="folder for report.html, pairs.csv, summary.json and <name>.dedup.csv")
+    q.add_argument("--backbone", default=None,
+                   help="confirm candidates with this backbone's embedding cosine (default: model-free)")
+    q.add_argument("--weights", default=None, help="local checkpoint for --backbone")
+    q.add_argument("--max-hamming", type=int, default=10, help="pHash bits (of 64) a candidate may differ in")
+    q.add_argument("--min-cosine", type=float, default=None,
+                   help="similarity confirming a candidate (default 0.9; 0.95 with --backbone)")
+    q.add_argument("--workers", type=int, default=1, help="processes for hashing")
+    q.add_argument("--cache-dir", default=".cache/dermino/dedup", help="per-chunk hashes (resume)")
+    q.set_defaults(func=_dedup)
+
 
 def _parse_opts(items: list[str]) -> dict[str, object]:
     opts: dict[str, object] = {}
@@ -138,4 +154,23 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     DOWNLOADERS[args.name](args.out)
+    return 0
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    from .dedup import DedupConfig, backbone_embedder, find_duplicates, write_outputs
+
+    cfg = DedupConfig(max_hamming=args.max_hamming, workers=args.workers, cache_dir=args.cache_dir,
+                      min_cosine=args.min_cosine if args.min_cosine is not None
+                      else (0.95 if args.backbone else 0.9))
+    embedder = backbone_embedder(args.backbone, args.weights) if args.backbone else None
+    result = find_duplicates(args.manifests, args.against, cfg, embedder=embedder)
+    written = write_outputs(result, args.out)
+    s = result.stats
+    print(f"{s['images']} images: {s['exact_pairs']} exact and {s['near_pairs']} near-duplicate pairs "
+          f"({s['candidate_pairs']} pHash candidates); corpus kept {s['corpus_kept']} of {s['corpus_images']} "
+          f"(dropped {s['corpus_dropped_as_test_overlap']} overlapping evaluation images, "
+          f"{s['corpus_dropped_as_internal_duplicate']} internal duplicates)")
+    for name, path in written.items():
+        print(f"  {name}: {path}")
     return 0

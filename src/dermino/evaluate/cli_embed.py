@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="only rows of this split")
     p.add_argument("--out", default=None,
                    help="also write features to this .npy file (the cache then lives in cache/ beside it)")
+    p.add_argument("--patch", action="store_true",
+                   help="write patch tokens (N, P, D) to --out instead of pooled features (not cached)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[],
                    help="EmbedConfig overrides, e.g. image_size=112 pool=cls+mean batch_size=32")
     p.add_argument("--model-arg", dest="model_args", nargs="*", default=[],
@@ -46,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--model-arg {item!r} must look like key=value")
         k, v = item.split("=", 1)
         kwargs[k] = yaml.safe_load(v)
+    if args.patch:
+        return _run_patch(args, cfg, df, kwargs)
     model = create(args.backbone, weights=args.weights, **kwargs)
     emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone)
     if args.out:
@@ -54,4 +58,36 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({"cache": str(emb.path), "key": emb.key, "rows": len(emb.features),
                       "dim": int(emb.features.shape[1]), "computed_rows": emb.computed_rows,
                       "transform": emb.meta["transform"]}, indent=2))
+    return 0
+
+
+def _run_patch(args: argparse.Namespace, cfg, df, kwargs: dict) -> int:
+    """Patch tokens of every row, written batch by batch into a memory-mapped .npy."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from dermino.api import load
+    from dermino.evaluate.embeddings import image_paths
+
+    if not args.out:
+        raise ValueError("--patch needs --out FILE.npy (patch features are large and not cached)")
+    model = load(args.backbone, weights=args.weights, image_size=cfg.image_size, device=cfg.device, **kwargs)
+    paths = image_paths(df)
+    first = model.embed(paths[:1], pool="patch")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(paths), *first.shape[1:]))
+    for lo in tqdm(range(0, len(paths), cfg.batch_size), desc="embed --patch", unit="batch"):
+        arr[lo: lo + cfg.batch_size] = model.embed(paths[lo: lo + cfg.batch_size], pool="patch")
+    arr.flush()
+    del arr
+    tmp.replace(out)
+    ps = model.config["patch_size"] or 1
+    side = cfg.image_size // ps
+    info = {"out": str(out), "rows": len(paths), "patches": int(first.shape[1]), "dim": int(first.shape[2]),
+            "grid": [side, side] if side * side == first.shape[1] else None,
+            "transform": model.config["transform"]}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
     return 0

@@ -30,6 +30,18 @@ from dermino.evaluate.task import Predictions
 
 AGE_BANDS = [(0, 30, "<30"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+")]
 UNKNOWN = "unknown"
+#: The paper's Fitzpatrick groups (DDI publishes only these): reported beside single types.
+FITZPATRICK_GROUPS = {"1": "I-II", "2": "I-II", "3": "III-IV", "4": "III-IV", "5": "V-VI", "6": "V-VI"}
+_GROUP_ALIASES = {"12": "I-II", "i-ii": "I-II", "34": "III-IV", "iii-iv": "III-IV", "56": "V-VI", "v-vi": "V-VI"}
+
+
+def fitzpatrick_group(value: object) -> str:
+    """'1'/'2.0' -> 'I-II', '3' -> 'III-IV', '6' -> 'V-VI'; DDI's '12'/'34'/'56' and 'I-II' as is."""
+    s = _clean(value)
+    if s == UNKNOWN:
+        return UNKNOWN
+    s = s.split(".")[0] if s.replace(".", "", 1).isdigit() else s
+    return FITZPATRICK_GROUPS.get(s) or _GROUP_ALIASES.get(s, UNKNOWN)
 
 
 def age_band(value: object) -> str:
@@ -53,6 +65,8 @@ def _group_sort_key(group: str) -> tuple[int, float, str]:
         return (2, 0.0, group)
     if group in bands:
         return (0, float(bands.index(group)), group)
+    if group in ("I-II", "III-IV", "V-VI"):
+        return (0, float(("I-II", "III-IV", "V-VI").index(group)), group)
     if group in ITA_CATEGORIES:
         return (0, float(ITA_CATEGORIES.index(group)), group)
     try:
@@ -75,12 +89,25 @@ def _clean(value: object) -> str:
 def group_columns(df: pd.DataFrame, attributes: Sequence[str]) -> dict[str, np.ndarray]:
     """Group label per row for each requested attribute that the manifest actually has.
 
-    ``age`` is banded; ``fitzpatrick`` is kept as its type; ``skin_tone`` must already be a
-    column (see :func:`dermino.evaluate.skin_tone.estimate_skin_tone`). Attributes with no
-    known value at all are dropped.
+    ``age`` is banded; ``fitzpatrick`` is kept as its type and also grouped as the paper does
+    (``fitzpatrick_group``: I-II / III-IV / V-VI, read from a ``fitzpatrick_group`` column when
+    a dataset publishes only groups, as DDI does); ``skin_tone`` must already be a column (see
+    :func:`dermino.evaluate.skin_tone.estimate_skin_tone`). Attributes with no known value at
+    all are dropped.
     """
     out: dict[str, np.ndarray] = {}
+    attributes = list(attributes)
+    if "fitzpatrick" in attributes and "fitzpatrick_group" not in attributes:
+        attributes.insert(attributes.index("fitzpatrick") + 1, "fitzpatrick_group")
     for attr in attributes:
+        if attr == "fitzpatrick_group":
+            cols = [c for c in ("fitzpatrick_group", "fitzpatrick") if c in df.columns]
+            if cols:
+                values = np.array([next((g for g in (fitzpatrick_group(r[c]) for c in cols) if g != UNKNOWN),
+                                        UNKNOWN) for r in df[cols].to_dict("records")])
+                if (values != UNKNOWN).any():
+                    out[attr] = values
+            continue
         if attr not in df.columns:
             continue
         if attr == "age":

@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from dermino.evaluate.stats import bootstrap_ci
+from dermino.results import Metric
+
 
 def _as_probs(probs: np.ndarray) -> np.ndarray:
     p = np.asarray(probs, dtype=float)
@@ -122,6 +125,35 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((y == p).mean()) if len(y) else math.nan
 
 
+def quadratic_weighted_kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
+    """Cohen's kappa with quadratic weights, for ordinal grades (e.g. acne severity 0-3).
+
+    Disagreeing by two grades costs four times disagreeing by one, which accuracy ignores.
+    Equals ``sklearn.metrics.cohen_kappa_score(y, p, weights="quadratic")``; NaN when the
+    expected disagreement is zero (one grade only).
+    """
+    y, p = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    if len(y) != len(p):
+        raise ValueError(f"y_true has {len(y)} items, y_pred {len(p)}")
+    if not len(y):
+        return math.nan
+    n = int(n_classes or max(y.max(), p.max()) + 1)
+    observed = _confusion(y, p, n).astype(float)
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    grades = np.arange(n)
+    weights = (grades[:, None] - grades[None, :]) ** 2
+    denom = (weights * expected).sum()
+    return float(1.0 - (weights * observed).sum() / denom) if denom > 0 else math.nan
+
+
+def quadratic_weighted_kappa_ci(y_true: np.ndarray, y_pred: np.ndarray, n_resamples: int = 1000,
+                                seed: int = 0, alpha: float = 0.05) -> Metric:
+    """QWK with a percentile bootstrap CI; the grade count is fixed from the full data."""
+    n = int(max(np.max(y_true), np.max(y_pred)) + 1) if len(y_true) else 0
+    return bootstrap_ci(lambda a, b: quadratic_weighted_kappa(a, b, n), np.asarray(y_true), np.asarray(y_pred),
+                        n_resamples=n_resamples, seed=seed, alpha=alpha)
+
+
 #: name -> fn(y_true, probs, pred, classes) used by protocols, bootstrap and fairness
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray, Sequence[int] | None], float]
 CLASSIFICATION_METRICS: dict[str, MetricFn] = {
@@ -129,6 +161,12 @@ CLASSIFICATION_METRICS: dict[str, MetricFn] = {
     "f1": lambda y, pr, pd, c: macro_f1(y, pd, c),
     "balanced_accuracy": lambda y, pr, pd, c: balanced_accuracy(y, pd, c),
     "accuracy": lambda y, pr, pd, c: accuracy(y, pd),
+}
+
+
+#: metrics of ordinal grading tasks (severity 0..K-1), same signature as above
+ORDINAL_METRICS: dict[str, MetricFn] = {
+    "qwk": lambda y, pr, pd, c: quadratic_weighted_kappa(y, pd, pr.shape[1] if np.ndim(pr) == 2 else None),
 }
 
 

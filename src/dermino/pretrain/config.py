@@ -62,6 +62,10 @@ class DataConfig:
     monitor_train: str | None = None
     monitor_val: str | None = None
     monitor_size: Annotated[int, AtLeast1] = 224
+    # evaluation manifests the corpus must not overlap (exact or pHash-identical images);
+    # overlap_policy: refuse (stop before training) | warn | off. See `dermino data dedup`.
+    exclude_overlap_with: list[str] = field(default_factory=list)
+    overlap_policy: Literal["refuse", "warn", "off"] = "refuse"
 
 
 @dataclass

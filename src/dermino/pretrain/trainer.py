@@ -27,6 +27,7 @@ from torch import nn
 
 from dermino.config import save_config, to_dict
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
+from dermino.data.dedup import check_overlap
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.transforms import MultiCropTransform
 from dermino.losses.knowledge import class_prior_floor
@@ -90,6 +91,7 @@ def load_pretrain_manifest(cfg: PretrainConfig, out_dir: Path) -> pd.DataFrame:
     if len(df) == 0:
         raise ValueError(f"no manifest rows in splits {cfg.data.splits} of {cfg.data.manifests}")
     df.attrs["root"] = "/"
+    check_overlap(df, cfg.data.exclude_overlap_with, cfg.data.overlap_policy)
     return df
 
 

@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         from dermino.report.captioning import captioning_section
 
         sections.insert(len(sections) - (sections[-1].title == "Figures" if sections else 0), captioning_section(folder))
+    for maps_dir in getattr(args, "maps", None) or []:
+        from dermino.report.maps_section import maps_section
+
+        sections.append(maps_section(maps_dir))
     html_path, md_path = write_report(args.out or folder, args.title, sections, f"{len(results)} results")
     print(f"wrote {html_path} and {md_path}")
     return 0
@@ -56,4 +60,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("results", help="folder of results JSON files (and PNG figures)")
     p.add_argument("--out", help="output folder (default: the results folder)")
     p.add_argument("--title", default="dermino results")
+    p.add_argument("--maps", nargs="*", default=[], help="folders written by `dermino maps` to include")
     p.set_defaults(func=run)
