@@ -77,6 +77,18 @@ class KnowledgeLossConfig:
     trainable: bool = False
     learnable_scale: bool = False
     init_scale: float = 1.0
+    # head parametrisation (docs/knowledge.md): siglip | eq5 | projection (the pre-issue-11 head)
+    head: str = "siglip"
+    init_temperature: float = 10.0  # siglip: starting temperature (learned)
+    anchor_weight: float = 0.0  # trainable W: weight of mean ||W - W_init||^2 added to the knowledge term
+    pooling: str = "mean"  # prototypes="text": pool the text encoder's tokens by mean or cls
+    merge_threshold: float = 0.93  # no vocabulary file: names merged at this cosine (dermino knowledge build)
+    # held-out diagnostics (pretrain/knowledge_monitor.py): labelled manifests never trained on
+    heldout: list[str] = field(default_factory=list)
+    heldout_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    heldout_every: int = 0  # steps; 0 = only at the end (when heldout is set)
+    heldout_size: int = 0  # image side; 0 = crops.global_size
+    heldout_max_images: int = 2000
 
 
 @dataclass
@@ -184,5 +196,12 @@ def validate(cfg: PretrainConfig) -> None:
             problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
     if cfg.run.checkpoint_every <= 0 or cfg.run.log_every <= 0:
         problems.append("run.checkpoint_every and run.log_every must be > 0")
+    k = cfg.losses.knowledge
+    if k.head not in ("siglip", "eq5", "projection"):
+        problems.append(f"losses.knowledge.head must be siglip, eq5 or projection, got {k.head!r}")
+    if k.pooling not in ("mean", "cls"):
+        problems.append(f"losses.knowledge.pooling must be mean or cls, got {k.pooling!r}")
+    if k.init_temperature <= 0 or k.anchor_weight < 0 or k.heldout_every < 0:
+        problems.append("losses.knowledge: init_temperature must be > 0, anchor_weight and heldout_every >= 0")
     if problems:
         raise ValueError("invalid pretraining config:\n  - " + "\n  - ".join(problems))
