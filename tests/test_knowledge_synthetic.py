@@ -91,3 +91,24 @@ def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path
     auroc = res["trained"]["auroc"]
     assert auroc["ci_low"] > 0.5, res  # beats chance
     assert auroc["value"] > res["random_init"]["auroc"]["value"]
+
+    # the same through the CLI and as a protocol of an evaluation config (embeddings are cached)
+    from dermino.cli import main as cli
+    from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
+    from dermino.evaluate.runner import run_evaluation
+    from dermino.results import read_results
+
+    weights = str(out / "export" / "teacher_backbone.pt")
+    arch = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 28}
+    assert cli(["zero-shot", str(tmp_path / "heldout.csv"), "--weights", weights, "--overrides", json.dumps(arch),
+                "--image-size", "28", "--cache-dir", str(tmp_path / "cache"), "--bootstrap", "50",
+                "--prompt", "melanoma=malignant melanoma"]) == 0
+    ecfg = EvalConfig(out_dir=str(tmp_path / "eval"), protocols=["zeroshot"], bootstrap=50, progress=False,
+                      backbones=[BackboneSpec("hybrid", "dermino_vit_tiny_14", weights, arch)],
+                      datasets=[DatasetSpec("synthetic", str(tmp_path / "heldout.csv"), test_split="test", val_split="")])
+    ecfg.embed.image_size, ecfg.embed.cache_dir = 28, str(tmp_path / "cache")
+    ecfg.zeroshot.prompts = SYNONYMS
+    run_evaluation(ecfg)
+    results = {(r.backbone, r.task): r for r in read_results(tmp_path / "eval" / "results")}
+    assert results[("hybrid", "zeroshot")].metrics["auroc"].value == pytest.approx(auroc["value"])
+    assert ("hybrid@init", "zeroshot") in results
