@@ -224,6 +224,8 @@ class SigmoidMatchHead(_Head):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(shift)
             shift /= dist.get_world_size()
+        if not bool(torch.isfinite(shift).all()):  # a poisoned batch (the step is skipped): wait for a good one
+            return
         self.bias.sub_(shift.to(self.bias))
         self.pending_init.fill_(False)
 
