@@ -53,7 +53,8 @@ def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path
     train.to_csv(tmp_path / "train.csv", index=False)
     heldout.to_csv(tmp_path / "heldout.csv", index=False)
 
-    cfg = tiny_config(str(tmp_path / "run"), checkpoint_every=1000, log_every=20, threads=2)
+    cfg = tiny_config(str(tmp_path / "run"), checkpoint_every=1000, log_every=25, threads=1)
+    cfg.model.layerscale_init = 0.1  # 1e-5 keeps CLS near-identical across images for longer than this test
     cfg.data.manifests = [str(tmp_path / "train.csv")]
     cfg.data.splits = ["train"]
     cfg.crops.global_size, cfg.crops.local_size, cfg.crops.n_local = 28, 14, 2
@@ -61,10 +62,10 @@ def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path
     cfg.crops.global_scale = (0.6, 1.0)
     cfg.losses.knowledge.prototypes = "text"  # the packaged MiniLM: real text knowledge, offline
     cfg.losses.knowledge.heldout = [str(tmp_path / "heldout.csv")]
-    cfg.losses.knowledge.heldout_every = 100
+    cfg.losses.knowledge.heldout_every = 50
     cfg.optim.base_lr = 2e-2
     cfg.schedule.batch_size = 16
-    cfg.schedule.budget_steps = 300
+    cfg.schedule.budget_steps = 150
     out = pretrain(cfg)
 
     # names merged by default: vocabulary.csv in the run folder, one class per disease
@@ -73,7 +74,7 @@ def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path
     assert json.loads((out / "knowledge.json").read_text())["classes"] == sorted(CLASSES)
 
     m = pd.read_csv(out / "metrics.csv").dropna(subset=["knowledge_heldout"])
-    assert m["step"].tolist() == [100, 200, 300]
+    assert m["step"].tolist() == [50, 100, 150]
     last = m.iloc[-1]
     assert last["knowledge_heldout"] < 0.5 * last["knowledge_heldout_prior"], last.to_dict()
     assert last["knowledge_heldout_auroc"] > 0.9

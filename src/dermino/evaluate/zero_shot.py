@@ -64,7 +64,7 @@ def labelled_rows(manifest: str | Path, splits: list[str], classes: list[str] | 
     keep = first != ""
     if splits and "split" in df.columns:
         keep &= df["split"].isin(splits).to_numpy()
-    names = classes or sorted(set(first[keep]))
+    names = classes or sorted({str(v) for v in first[keep]})
     keep &= np.isin(first, names)
     df = df[keep].reset_index(drop=True)
     df.attrs["root"] = root
