@@ -110,3 +110,20 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     bad.write_text("name,canonical\nmelanoma,\n")
     assert main(["knowledge", "prototypes", "--vocabulary", str(bad), "--out", str(tmp_path / "k")]) == 2
     assert "empty 'canonical'" in capsys.readouterr().err
+
+
+def test_build_records_the_text_pooling(tmp_path, manifests, encoder):
+    from dermino.knowledge.prototypes import prototype_pooling
+
+    assert main(["knowledge", "build", *map(str, manifests), "--out", str(tmp_path / "cls"), "--pooling", "cls"]) == 0
+    assert main(["knowledge", "build", *map(str, manifests), "--out", str(tmp_path / "mean")]) == 0
+    assert prototype_pooling(tmp_path / "cls" / "prototypes.safetensors") == "cls"
+    assert prototype_pooling(tmp_path / "mean" / "prototypes.safetensors") == "mean"
+    w_cls, classes, _ = read_prototypes(tmp_path / "cls" / "prototypes.safetensors")
+    w_mean, classes_mean, _ = read_prototypes(tmp_path / "mean" / "prototypes.safetensors")
+    assert classes == classes_mean  # merging does not depend on the pooling of W
+    cls_encoder = load_text_encoder(pooling="cls")
+    assert torch.allclose(w_cls, torch.from_numpy(cls_encoder.encode(classes)), atol=1e-5)
+    assert torch.allclose(w_mean, torch.from_numpy(encoder.encode(classes)), atol=1e-5)
+    assert not torch.allclose(w_cls, w_mean, atol=1e-2)
+    assert torch.allclose(w_cls.norm(dim=1), torch.ones(len(classes)), atol=1e-5)

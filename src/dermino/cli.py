@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "maps": "dermino.evaluate.cli_maps",
     "evaluate": "dermino.evaluate.cli",
     "compare": "dermino.evaluate.cli_compare",
+    "zero-shot": "dermino.evaluate.zero_shot",
     "segment": "dermino.segment.cli",
     "caption": "dermino.caption.cli",
     "federate": "dermino.federated.cli",

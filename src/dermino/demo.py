@@ -148,6 +148,10 @@ class Demo:
             f"losses.knowledge.enabled={str(knowledge).lower()}",
             f"losses.knowledge.prototypes={self.out / 'knowledge' / 'prototypes.safetensors'}",
             f"losses.knowledge.vocabulary={self.out / 'knowledge' / 'vocabulary.csv'}",
+            # held-out knowledge diagnostics (labelled val/test rows, never trained on)
+            f"losses.knowledge.heldout=[{','.join(train_manifests)}]",
+            f"losses.knowledge.heldout_every={max(1, c.pretrain_images // c.batch_size // 4)}",
+            "losses.knowledge.heldout_max_images=500",
             "losses.dino.warmup_teacher_temp_epochs=2",
             "optim.warmup_epochs=1",
             "optim.freeze_last_layer_epochs=0.5",

@@ -13,8 +13,9 @@ from dermino.evaluate.embeddings import EmbedConfig
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
 from dermino.evaluate.linear import LinearConfig
+from dermino.evaluate.zero_shot import ZeroShotConfig
 
-PROTOCOLS = ("knn", "linear", "fewshot", "fairness")
+PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class EvalConfig:
     linear: LinearConfig = field(default_factory=LinearConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # backbones with an exported knowledge head
 
     def validate(self) -> None:
         if not self.backbones:

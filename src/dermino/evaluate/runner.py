@@ -24,7 +24,7 @@ import torch
 
 from dermino.config import save_config, to_dict
 from dermino.data.manifest import read_manifest, split_labels
-from dermino.evaluate.config import DatasetSpec, EvalConfig
+from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
 from dermino.evaluate.embeddings import extract_embeddings
 from dermino.evaluate.fairness import fairness_report, group_columns
 from dermino.evaluate.fewshot import run_fewshot
@@ -196,6 +196,18 @@ def preflight(cfg: EvalConfig) -> list[PreparedDataset]:
     return prepared
 
 
+def _zero_shot(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, out: Path) -> None:
+    """Zero-shot diagnosis from the dataset's class names through the backbone's knowledge head."""
+    from dermino.evaluate.zero_shot import head_path_for, run_zero_shot
+
+    if not bb.weights or not head_path_for(bb.weights, cfg.zeroshot.head).is_file():
+        log.info("zeroshot: %s has no exported knowledge head; skipped", bb.name)
+        return
+    run_zero_shot(bb.model or bb.name, bb.weights, spec.manifest, cfg.zeroshot, overrides=bb.overrides,
+                  embed=cfg.embed, bootstrap=cfg.bootstrap, seed=cfg.seed, dataset=spec.name, name=bb.name,
+                  out_dir=out / "results", progress=cfg.progress)
+
+
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Evaluate every backbone on every dataset; return the output folder."""
     from dermino.evaluate.plots import make_plots
@@ -246,6 +258,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 write_result(res, out / "results")
                 stem = Path(result_filename(bb.name, spec.name, name)).stem
                 _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
+            if "zeroshot" in cfg.protocols:
+                _zero_shot(cfg, bb, spec, out)
             if "fewshot" in cfg.protocols:
                 curves = run_fewshot(task, cfg.fewshot, cfg.knn, cfg.linear)
                 metrics = {}

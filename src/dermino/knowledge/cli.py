@@ -93,18 +93,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     vocab = build_vocabulary(list(counts), encoder, threshold=args.threshold, sources=sources, counts=counts)
     out = Path(args.out)
     vocab.save(out / VOCABULARY_FILE)
-    weight = prototype_matrix(vocab, encoder)
-    save_prototypes(out / PROTOTYPES_FILE, weight, vocab, encoder=args.encoder)
+    pooled = load_text_encoder(args.encoder, device=args.device, pooling=args.pooling)
+    weight = prototype_matrix(vocab, pooled)
+    save_prototypes(out / PROTOTYPES_FILE, weight, vocab, encoder=args.encoder, pooling=args.pooling)
     _summary(vocab, len(counts), encoder, out, weight.shape[1])
     return 0
 
 
 def cmd_prototypes(args: argparse.Namespace) -> int:
     vocab = Vocabulary.load(args.vocabulary)
-    encoder = load_text_encoder(args.encoder, device=args.device)
+    encoder = load_text_encoder(args.encoder, device=args.device, pooling=args.pooling)
     weight = prototype_matrix(vocab, encoder)
     out = Path(args.out)
-    path = save_prototypes(out / PROTOTYPES_FILE, weight, vocab, encoder=args.encoder)
+    path = save_prototypes(out / PROTOTYPES_FILE, weight, vocab, encoder=args.encoder, pooling=args.pooling)
     if Path(args.vocabulary).resolve() != (out / VOCABULARY_FILE).resolve():
         vocab.save(out / VOCABULARY_FILE)
     print(f"wrote {path} ({len(vocab)} classes x {weight.shape[1]}) from {args.vocabulary}")
@@ -124,6 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--encoder", default=DEFAULT_ENCODER, help="text encoder name or path")
     build.add_argument("--names", action="append", metavar="FILE[:COLUMN]",
                        help="extra vocabulary: a CSV column (default 'label') or a text file, one name a line")
+    build.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                       help="pool the text encoder's tokens for W by mean (default) or CLS (recorded in the file)")
     build.add_argument("--device", default="cpu")
     build.set_defaults(func=cmd_build)
 
@@ -131,5 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     proto.add_argument("--vocabulary", required=True, help="vocabulary CSV")
     proto.add_argument("--out", default="knowledge", help="output folder (default: knowledge/)")
     proto.add_argument("--encoder", default=DEFAULT_ENCODER, help="text encoder name or path")
+    proto.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                       help="pool the text encoder's tokens for W by mean (default) or CLS (recorded in the file)")
     proto.add_argument("--device", default="cpu")
     proto.set_defaults(func=cmd_prototypes)

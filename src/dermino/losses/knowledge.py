@@ -1,6 +1,6 @@
 """Knowledge-guided supervision of DermINO (paper Eq. 5-7).
 
-``KnowledgeHead`` scores the student's CLS embedding against disease prototypes W whose rows
+``KnowledgeHead`` (and the other heads of ``knowledge_heads``) scores the student's CLS embedding against disease prototypes W whose rows
 are text embeddings of the merged disease names (W_init, Eq. 7). ``knowledge_loss`` is the
 masked binary cross-entropy of Eq. 6: a sample is only supervised on the diseases its source
 dataset can express (its label space, n_ij = 1); other classes get exactly zero gradient.
@@ -8,58 +8,14 @@ dataset can express (its label space, n_ij = 1); other classes get exactly zero 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from dermino.losses.knowledge_heads import ProjectionHead
 
-class KnowledgeHead(nn.Module):
-    """logits (B, C) = scale * proj(cls) @ W^T; Sigmoid(logits) is p'_s of Eq. 5.
-
-    ``proj`` is a Linear in_dim -> E when the backbone width differs from the text-embedding
-    width E, identity otherwise. W starts as ``prototypes`` (C, E): a frozen buffer when
-    ``trainable=False`` (as in the original code: the text knowledge stays fixed and the image
-    side learns to match it), a Parameter otherwise. ``learnable_scale`` learns the logit scale
-    (stored as a log so it stays positive).
-    """
-
-    weight: Tensor
-
-    def __init__(
-        self,
-        prototypes: Tensor,
-        in_dim: int,
-        trainable: bool = False,
-        learnable_scale: bool = False,
-        init_scale: float = 1.0,
-    ):
-        super().__init__()
-        if prototypes.ndim != 2:
-            raise ValueError(f"prototypes must be (C, E), got shape {tuple(prototypes.shape)}")
-        if init_scale <= 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale}")
-        n_classes, emb_dim = prototypes.shape
-        self.num_classes = n_classes
-        self.proj: nn.Module = nn.Identity() if in_dim == emb_dim else nn.Linear(in_dim, emb_dim)
-        w = prototypes.detach().clone().float()
-        if trainable:
-            self.weight = nn.Parameter(w)
-        else:
-            self.register_buffer("weight", w)
-        log_scale = torch.tensor(math.log(init_scale))
-        if learnable_scale:
-            self.log_scale = nn.Parameter(log_scale)
-        else:
-            self.register_buffer("log_scale", log_scale)
-
-    @property
-    def scale(self) -> Tensor:
-        return self.log_scale.exp()
-
-    def forward(self, cls: Tensor) -> Tensor:
-        return self.scale * self.proj(cls) @ self.weight.t()
+#: the original dermino head (a free Linear between CLS and W); see knowledge_heads for the others
+KnowledgeHead = ProjectionHead
 
 
 def knowledge_loss(logits: Tensor, targets: Tensor, label_space_mask: Tensor) -> Tensor:

@@ -100,6 +100,18 @@ class KnowledgeLossConfig:
     trainable: bool = False
     learnable_scale: bool = False
     init_scale: Annotated[float, Positive] = 1.0
+    # head parametrisation (docs/knowledge.md): siglip | eq5 | projection (the pre-issue-11 head)
+    head: Literal["siglip", "eq5", "projection"] = "siglip"
+    init_temperature: Annotated[float, Positive] = 10.0  # siglip: starting temperature (learned)
+    anchor_weight: Annotated[float, NonNegative] = 0.0  # trainable W: weight of mean ||W - W_init||^2 added to the knowledge term
+    pooling: Literal["mean", "cls"] = "mean"  # prototypes="text": pool the text encoder's tokens by mean or cls
+    merge_threshold: Annotated[float, Range(ge=-1, le=1)] = 0.93  # no vocabulary file: names merged at this cosine
+    # held-out diagnostics (pretrain/knowledge_monitor.py): labelled manifests never trained on
+    heldout: list[str] = field(default_factory=list)
+    heldout_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    heldout_every: Annotated[int, NonNegative] = 0  # steps; 0 = only at the end (when heldout is set)
+    heldout_size: Annotated[int, NonNegative] = 0  # image side; 0 = crops.global_size
+    heldout_max_images: Annotated[int, AtLeast1] = 2000
 
 
 @dataclass

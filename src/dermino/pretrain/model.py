@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from dermino.losses import (
     CenteringSoftmax,
-    KnowledgeHead,
     dino_loss_terms,
     ibot_loss,
     knowledge_loss,
@@ -26,6 +25,7 @@ from dermino.losses import (
     masked_patch_weights,
     sinkhorn_knopp,
 )
+from dermino.losses.knowledge_heads import build_knowledge_head
 from dermino.models import create
 from dermino.models.heads import build_heads
 from dermino.pretrain.config import LossesConfig, ModelConfig
@@ -99,6 +99,7 @@ class StudentTeacher(nn.Module):
         losses: LossesConfig,
         img_size: int,
         prototypes: Tensor | None = None,
+        class_prior: Tensor | None = None,
     ):
         super().__init__()
         self.losses = losses
@@ -109,8 +110,9 @@ class StudentTeacher(nn.Module):
             if prototypes is None:
                 raise ValueError("losses.knowledge.enabled=true needs prototypes")
             k = losses.knowledge
-            knowledge_head = KnowledgeHead(
-                prototypes, backbone.embed_dim, k.trainable, k.learnable_scale, k.init_scale
+            knowledge_head = build_knowledge_head(
+                k.head, prototypes, backbone.embed_dim, class_prior=class_prior, trainable=k.trainable,
+                learnable_scale=k.learnable_scale, init_scale=k.init_scale, init_temperature=k.init_temperature,
             )
         self.student = Branch(
             backbone,
@@ -213,6 +215,10 @@ class StudentTeacher(nn.Module):
             targets = batch["targets"].repeat(n_global, 1)
             mask = batch["label_mask"].repeat(n_global, 1)
             terms["knowledge"] = knowledge_loss(s["knowledge"].float(), targets, mask)
+            if cfg.knowledge.anchor_weight > 0:
+                head = self.student.knowledge_head
+                assert head is not None
+                terms["knowledge"] = terms["knowledge"] + cfg.knowledge.anchor_weight * head.anchor_penalty()
         w = {
             "dino_global": cfg.dino.weight,
             "dino_local": cfg.dino.weight,

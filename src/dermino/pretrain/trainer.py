@@ -31,6 +31,7 @@ from dermino.data.dedup import check_overlap
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.transforms import MultiCropTransform
 from dermino.losses.knowledge import class_prior_floor
+from dermino.losses.knowledge_heads import class_frequencies
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain import rescue
 from dermino.pretrain.config import PretrainConfig, validate
@@ -47,7 +48,9 @@ from dermino.pretrain.distributed import (
     wrap_model,
 )
 from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
-from dermino.pretrain.knowledge_setup import knowledge_inputs
+from dermino.pretrain.knowledge_monitor import COLUMNS as KNOWLEDGE_COLUMNS
+from dermino.pretrain.knowledge_monitor import monitor_for
+from dermino.pretrain.knowledge_setup import export_knowledge_head, knowledge_inputs
 from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
 from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
 from dermino.progress import tqdm
@@ -57,7 +60,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
     "step", "epoch", "images", "loss", *TERMS, "lr", "wd", "momentum", "teacher_temp",
-    "grad_norm", "images_per_s", "mfu", "skipped",
+    "grad_norm", "images_per_s", "mfu", "skipped", *KNOWLEDGE_COLUMNS,
 ]
 
 
@@ -121,11 +124,14 @@ class Trainer:
         # ---- data
         self.df = df if df is not None else load_pretrain_manifest(cfg, self.out_dir)
         k = cfg.losses.knowledge
-        prototypes = None
+        prototypes = class_prior = None
         targets = mask = None
         self.knowledge_summary: dict[str, Any] = {}
         if k.enabled:
-            self.classes, targets, mask, prototypes = knowledge_inputs(self.df, k, cfg.run.seed)
+            self.classes, targets, mask, prototypes = knowledge_inputs(
+                self.df, k, cfg.run.seed, self.out_dir if self.dist.is_main else None)
+            class_prior = class_frequencies(targets, mask)
+            self.text_prototypes = prototypes
             self.knowledge_summary = {
                 "classes": self.classes,
                 "rows": len(self.df),
@@ -176,7 +182,7 @@ class Trainer:
         self.steps_per_epoch = max(1, self.epoch_size // self.global_batch)
 
         # ---- model
-        self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes).to(self.device)
+        self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes, class_prior).to(self.device)
         self.fsdp = bool(cfg.run.fsdp)
         # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
         # for the kNN monitor and the export (same architecture and grid, whatever the init).
@@ -473,6 +479,7 @@ class Trainer:
         metrics = _MetricsWriter(self.out_dir / "metrics.csv", self.step) if main else None
         tb = _tensorboard(self.out_dir / "tb") if main and cfg.run.tensorboard else None
         monitor = _Monitor(self) if cfg.data.monitor_train and cfg.data.monitor_val else None
+        kmon, k_every = monitor_for(self), cfg.losses.knowledge.heldout_every
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
                    desc="pretrain", dynamic_ncols=True)
         stream = self.batches()
@@ -490,7 +497,9 @@ class Trainer:
             images_since += self.global_batch
             bar.update(1)
             done = self.step >= self.total_steps
-            if self.step % cfg.run.log_every == 0 or done or row["skipped"]:
+            if kmon and ((k_every and self.step % k_every == 0) or done):  # held-out knowledge diagnostics
+                row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
+            if self.step % cfg.run.log_every == 0 or done or row["skipped"] or "knowledge_heldout" in row:
                 terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
                 row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
                 dt = max(time.perf_counter() - t0, 1e-9)
@@ -502,7 +511,8 @@ class Trainer:
                     metrics.write(row)
                 if tb:
                     for k in METRIC_COLUMNS[3:]:
-                        tb.add_scalar(k, row[k], self.step)
+                        if k in row:
+                            tb.add_scalar(k, row[k], self.step)
                 t0, images_since = time.perf_counter(), 0
             if self.step % cfg.run.checkpoint_every == 0 or done:
                 self.save()
@@ -518,6 +528,9 @@ class Trainer:
             arch = {"name": cfg.model.arch, **to_dict(cfg.model)}
             path = ckpt.export_teacher(teacher, self.out_dir / "export", arch)
             log.info("teacher backbone exported to %s", path)
+            if self.model.student.knowledge_head is not None and not self.fsdp:
+                export_knowledge_head(self.model.student.knowledge_head, self.text_prototypes, self.classes,
+                                      cfg.losses.knowledge, self.out_dir / "export")
         barrier()
         return self.out_dir
 

