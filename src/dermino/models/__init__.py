@@ -5,6 +5,7 @@ from dermino.models.heads import DINOHead, HeadConfig, IBOTHead, build_heads
 from dermino.models.weights import (
     WeightsError,
     export_backbone,
+    export_dinov2,
     load_exported,
     load_weights,
     to_dinov2_state_dict,
@@ -18,6 +19,7 @@ __all__ = [
     "build_heads",
     "create",
     "export_backbone",
+    "export_dinov2",
     "list_backbones",
     "load_exported",
     "load_weights",

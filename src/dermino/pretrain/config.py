@@ -111,6 +111,10 @@ class ScheduleConfig:
     grad_accum: int = 1
     budget_images: int | None = None
     budget_steps: int | None = None
+    # Continued pretraining (model.init_weights set): train only the DINO/iBOT/knowledge heads on
+    # the frozen backbone for this many images first, then run the normal schedules. None: on
+    # when model.init_weights is set (HEAD_WARMUP_FRACTION of the budget), 0: off.
+    head_warmup_images: int | None = None
 
 
 @dataclass
@@ -130,6 +134,12 @@ class RunConfig:
     tensorboard: bool = False
     fsdp: bool = False  # under torchrun: shard student, teacher and optimizer state (FSDP2) instead of DDP
     progress: bool = True
+    # collapse guard (needs the kNN monitor and model.init_weights: the start is the baseline):
+    # stop when collapse_metric falls more than collapse_margin below its value at step 0 for
+    # collapse_patience monitor evaluations in a row; 0 = only report
+    collapse_metric: str = "knn_macro_auroc"  # knn_macro_auroc | knn_accuracy
+    collapse_margin: float = 0.05
+    collapse_patience: int = 3
 
 
 @dataclass
@@ -184,5 +194,11 @@ def validate(cfg: PretrainConfig) -> None:
             problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
     if cfg.run.checkpoint_every <= 0 or cfg.run.log_every <= 0:
         problems.append("run.checkpoint_every and run.log_every must be > 0")
+    if cfg.schedule.head_warmup_images is not None and cfg.schedule.head_warmup_images < 0:
+        problems.append(f"schedule.head_warmup_images must be >= 0 (0 = off), got {cfg.schedule.head_warmup_images}")
+    if cfg.run.collapse_metric not in ("knn_macro_auroc", "knn_accuracy"):
+        problems.append(f"run.collapse_metric must be knn_macro_auroc or knn_accuracy, got {cfg.run.collapse_metric!r}")
+    if cfg.run.collapse_margin < 0 or cfg.run.collapse_patience < 0:
+        problems.append("run.collapse_margin and run.collapse_patience must be >= 0")
     if problems:
         raise ValueError("invalid pretraining config:\n  - " + "\n  - ".join(problems))
