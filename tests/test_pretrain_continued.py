@@ -130,6 +130,7 @@ def test_head_warmup_defaults():
     assert head_warmup_steps(None, None, 16, 100) == 0  # from scratch: no warm-up
     assert head_warmup_steps(None, "w.pth", 16, 100) == math.ceil(HEAD_WARMUP_FRACTION * 100)
     assert head_warmup_steps(0, "w.pth", 16, 100) == 0
+    assert head_warmup_steps(None, "w.pth", 16, 100, epoch_images=64) == 4  # at most one epoch
     assert head_warmup_steps(33, None, 16, 100) == 3
     with pytest.raises(ValueError, match="whole budget"):
         head_warmup_steps(1600, "w.pth", 16, 100)

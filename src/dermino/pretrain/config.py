@@ -113,7 +113,7 @@ class ScheduleConfig:
     budget_steps: int | None = None
     # Continued pretraining (model.init_weights set): train only the DINO/iBOT/knowledge heads on
     # the frozen backbone for this many images first, then run the normal schedules. None: on
-    # when model.init_weights is set (HEAD_WARMUP_FRACTION of the budget), 0: off.
+    # when model.init_weights is set (10 % of the budget, at most one epoch), 0: off.
     head_warmup_images: int | None = None
 
 

@@ -49,7 +49,8 @@ def knn_predict(train: torch.Tensor, train_y: list[str], query: torch.Tensor, k:
     return out
 
 
-def _labelled(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def labelled(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows with a label, and the first label of each (its class)."""
     first = [(split_labels(v) or [""])[0] for v in df["labels"]]
     keep = [i for i, y in enumerate(first) if y]
     out = df.iloc[keep].reset_index(drop=True)
@@ -61,8 +62,8 @@ def knn_accuracy(
     backbone: nn.Module, train_df: pd.DataFrame, val_df: pd.DataFrame, size: int, device: torch.device, k: int = 5
 ) -> float:
     """k-NN accuracy of ``backbone`` on ``val_df`` using ``train_df`` as the memory bank."""
-    train_df, train_y = _labelled(train_df)
-    val_df, val_y = _labelled(val_df)
+    train_df, train_y = labelled(train_df)
+    val_df, val_y = labelled(val_df)
     if not train_y or not val_y:
         raise ValueError("kNN monitor needs labelled rows in both the train and the val manifest")
     pred = knn_predict(embed(backbone, train_df, size, device), train_y, embed(backbone, val_df, size, device), k)
@@ -74,8 +75,8 @@ def knn_scores(
 ) -> dict[str, float]:
     """``knn_accuracy`` (majority vote) and ``knn_macro_auroc`` (weighted votes, macro over
     the query classes) of ``backbone``, embedding each image once."""
-    train_df, train_y = _labelled(train_df)
-    val_df, val_y = _labelled(val_df)
+    train_df, train_y = labelled(train_df)
+    val_df, val_y = labelled(val_df)
     if not train_y or not val_y:
         raise ValueError("kNN monitor needs labelled rows in both the train and the val manifest")
     bank, query = embed(backbone, train_df, size, device), embed(backbone, val_df, size, device)

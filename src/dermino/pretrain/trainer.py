@@ -202,7 +202,7 @@ class Trainer:
 
         # ---- schedules (indexed by optimizer step); a head warm-up runs first, the schedules after it
         self.warmup = HeadWarmup(self.model.student.backbone, head_warmup_steps(
-            sc.head_warmup_images, cfg.model.init_weights, self.global_batch, self.total_steps))
+            sc.head_warmup_images, cfg.model.init_weights, self.global_batch, self.total_steps, self.epoch_size))
         w = self.warmup.steps
         o, n, spe = cfg.optim, self.total_steps - w, self.steps_per_epoch
         peak_lr = scaled_lr(o.base_lr, self.global_batch)

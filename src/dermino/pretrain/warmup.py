@@ -26,17 +26,21 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# Share of the image budget spent on the head warm-up when schedule.head_warmup_images is unset
-# and model.init_weights is set (chosen by benchmarks/evidence_continued.py; see docs/continued_pretraining.md).
+# Head warm-up when schedule.head_warmup_images is unset and model.init_weights is set: this share
+# of the image budget, at most one epoch (heads on frozen features converge fast; a long run should
+# not idle its backbone for 10 % of it). Measured with benchmarks/evidence_continued.py
+# (docs/continued_pretraining.md).
 HEAD_WARMUP_FRACTION = 0.1
 
 
 def head_warmup_steps(head_warmup_images: int | None, init_weights: str | None, global_batch: int,
-                      total_steps: int) -> int:
+                      total_steps: int, epoch_images: int | None = None) -> int:
     """Optimizer steps of the head warm-up (0 = none); leaves at least one normal step."""
     images = head_warmup_images
     if images is None:
         images = round(HEAD_WARMUP_FRACTION * total_steps * global_batch) if init_weights else 0
+        if epoch_images:
+            images = min(images, epoch_images)
     steps = math.ceil(images / global_batch)
     if steps >= total_steps:
         raise ValueError(
