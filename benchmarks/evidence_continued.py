@@ -80,7 +80,7 @@ def knn_test(backbone: torch.nn.Module, bank: pd.DataFrame, test: pd.DataFrame, 
     """(y_true, probs) of k=5 weighted-vote kNN on the test rows."""
     bank, bank_y = labelled(bank)
     test, test_y = labelled(test)
-    classes = sorted(set(bank_y))
+    classes = sorted(set(bank_y) | set(test_y))
     index = {c: i for i, c in enumerate(classes)}
     device = torch.device("cpu")
     out = knn_classify(embed(backbone, bank, size, device).numpy(), np.array([index[v] for v in bank_y]),
@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--source-size", type=int, default=84, help="source global crop (px): its pos_embed grid")
     ap.add_argument("--images", type=int, default=1200, help="budget of each continued run")
     ap.add_argument("--size", type=int, default=70, help="continued runs' global crop (px)")
+    ap.add_argument("--warmup-images", type=int, default=None,
+                    help="head warm-up of the warm-up run (default: the trainer's default for init_weights)")
     ap.add_argument("--epoch-size", type=int, default=480, help="images per schedule 'epoch' (lr warm-up = 1)")
     ap.add_argument("--monitor-every", type=int, default=15, help="steps (batch 16)")
     ap.add_argument("--monitor-bank", type=int, default=600)
@@ -131,7 +133,7 @@ def main() -> None:
 
     # ---- continued runs from the file, with and without the head warm-up
     runs: dict[str, dict] = {}
-    for name, warm in (("warmup", None), ("no-warmup", 0)):
+    for name, warm in (("warmup", args.warmup_images), ("no-warmup", 0)):
         overrides = [
             f"data.manifests=[{manifest}]", f"model.init_weights={dinov2_file}",
             f"schedule.budget_images={args.images}", f"crops.global_size={args.size}",

@@ -214,3 +214,14 @@ def test_guard_stops_a_run_forced_to_collapse(tmp_path, manifests, dinov2_file):
     assert latest_checkpoint(tmp_path / "run" / "checkpoints") == named
     assert (tmp_path / "run" / "checkpoints" / "good" / named.name).is_file()
     assert not (tmp_path / "run" / "export").exists()
+
+
+def test_config_rejects_bad_warmup_and_guard_values(tmp_path):
+    cfg = tiny_config(str(tmp_path))
+    cfg.schedule.head_warmup_images = -1
+    cfg.run.collapse_metric = "loss"
+    cfg.run.collapse_patience = -2
+    with pytest.raises(ValueError) as err:
+        Trainer(cfg)
+    for key in ("schedule.head_warmup_images", "run.collapse_metric", "run.collapse_patience"):
+        assert key in str(err.value)
