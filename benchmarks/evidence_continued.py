@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from dermino.models import create, export_dinov2, load_exported
 from dermino.pretrain import PretrainConfig, pretrain
 from dermino.pretrain.checkpoint import latest_checkpoint
 from dermino.pretrain.monitor import embed, labelled
+from dermino.pretrain.warmup import head_warmup_steps
 
 REPO = Path(__file__).resolve().parents[1]
 # lighter than tiny_cpu.yaml's heads and crops so that three runs fit a shared 2-core machine
@@ -148,7 +150,7 @@ def main() -> None:
         runs[name] = {
             "dir": run_dir,
             "monitor": pd.read_csv(run_dir / "monitor.csv"),
-            "warmup_steps": int(metrics["head_warmup"].sum()) if "head_warmup" in metrics else 0,
+            "warmup_steps": head_warmup_steps(warm, str(dinov2_file), 16, math.ceil(args.images / 16), args.epoch_size),
             "metrics": metrics,
         }
 
