@@ -18,7 +18,8 @@ What it does (HAM10000 from a data folder, nothing downloaded):
 Prints the monitor curve per step and the comparison; writes
 ``benchmarks/results/evidence_continued.json``. Resumable: a finished stage (source run, either
 continued run) is reused, a killed pretraining run resumes from its checkpoint. Wall time is
-printed per stage (the docstring of the closing note records the measured one).
+printed per stage. The defaults suit a free machine; on a shared 2-core one (load ~25) the
+reduced run in docs/continued_pretraining.md took 29 minutes.
 
     nice -n 10 python benchmarks/evidence_continued.py --data ../shared/data --out runs/evidence_continued
 """

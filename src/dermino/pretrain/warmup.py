@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 # Head warm-up when schedule.head_warmup_images is unset and model.init_weights is set: this share
 # of the image budget, at most one epoch (heads on frozen features converge fast; a long run should
-# not idle its backbone for 10 % of it). Measured with benchmarks/evidence_continued.py
-# (docs/continued_pretraining.md).
+# not idle its backbone for 10 % of it). A conservative choice: the CPU evidence
+# (benchmarks/evidence_continued.py, docs/continued_pretraining.md) is too small to tune it.
 HEAD_WARMUP_FRACTION = 0.1
 
 
