@@ -11,6 +11,7 @@ from dermino.models.registry import list_backbones, register
 from dermino.models.weights import (
     WeightsError,
     export_backbone,
+    export_dinov2,
     load_exported,
     load_weights,
     to_dinov2_state_dict,
@@ -24,6 +25,7 @@ __all__ = [
     "build_heads",
     "create",
     "export_backbone",
+    "export_dinov2",
     "list_backbones",
     "load_exported",
     "load_weights",

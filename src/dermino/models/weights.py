@@ -247,6 +247,27 @@ def to_dinov2_state_dict(model: ViTBackbone) -> dict[str, Tensor]:
     return out
 
 
+def export_dinov2(model: ViTBackbone, path: str | Path) -> Path:
+    """Write the backbone as the official DINOv2 torch-hub checkpoint (``dinov2_vit*14[_reg4]_pretrain.pth``).
+
+    Key names as in facebookresearch/dinov2 (``cls_token``, ``pos_embed`` at the model's own grid
+    with the class-token slot, ``register_tokens``, ``mask_token``, ``blocks.N.*``, ``norm.*``), so
+    whatever reads those files (dinov2's hub loader, ``load_weights``, ``model.init_weights=``)
+    reads this one. ``.safetensors`` paths get the same tensors as safetensors. Written to a
+    temporary name and renamed: an interrupted export never leaves half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in to_dinov2_state_dict(model).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".safetensors":
+        save_file(sd, str(tmp))
+    else:
+        torch.save(sd, tmp)
+    tmp.replace(path)
+    return path
+
+
 def _timm_config(model: ViTBackbone) -> dict:
     spec = model.spec
     base = {384: "small", 768: "base", 1024: "large"}.get(spec.embed_dim, "small")

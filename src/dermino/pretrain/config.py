@@ -148,6 +148,10 @@ class ScheduleConfig:
     global_batch: Annotated[int, AtLeast1] | None = None
     budget_images: Annotated[int, AtLeast1] | None = None
     budget_steps: Annotated[int, AtLeast1] | None = None
+    # Continued pretraining (model.init_weights set): train only the DINO/iBOT/knowledge heads on
+    # the frozen backbone for this many images first, then run the normal schedules. None: on
+    # when model.init_weights is set (10 % of the budget, at most one epoch), 0: off.
+    head_warmup_images: Annotated[int, NonNegative] | None = None
 
 
 @dataclass
@@ -167,6 +171,12 @@ class RunConfig:
     tensorboard: bool = False
     fsdp: bool = False  # under torchrun: shard student, teacher and optimizer state (FSDP2) instead of DDP
     progress: bool = True
+    # collapse guard (needs the kNN monitor and model.init_weights: the start is the baseline):
+    # stop when collapse_metric falls more than collapse_margin below its value at step 0 for
+    # collapse_patience monitor evaluations in a row; 0 = only report
+    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy"] = "knn_macro_auroc"
+    collapse_margin: Annotated[float, NonNegative] = 0.05
+    collapse_patience: Annotated[int, NonNegative] = 3
 
 
 @dataclass

@@ -141,16 +141,17 @@ class StudentTeacher(nn.Module):
 
     # ------------------------------------------------------------------ EMA
 
-    def teacher_student_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
-        """Matching (teacher, student) parameters, by name (the teacher has no knowledge head)."""
+    def teacher_student_pairs(self, backbone: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+        """Matching (teacher, student) parameters, by name (the teacher has no knowledge head);
+        ``backbone=False``: the heads only."""
         s = dict(self.student.named_parameters())
-        pairs = [(p, s[n]) for n, p in self.teacher.named_parameters()]
+        pairs = [(p, s[n]) for n, p in self.teacher.named_parameters() if backbone or not n.startswith("backbone.")]
         return [t for t, _ in pairs], [q for _, q in pairs]
 
     @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """teacher <- momentum * teacher + (1 - momentum) * student."""
-        t, s = self.teacher_student_pairs()
+    def update_teacher(self, momentum: float, backbone: bool = True) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student (heads only with ``backbone=False``)."""
+        t, s = self.teacher_student_pairs(backbone)
         torch._foreach_mul_(t, momentum)
         torch._foreach_add_(t, [p.detach() for p in s], alpha=1.0 - momentum)
 

@@ -2,13 +2,15 @@
 
 Deliberately small and self-contained (the full evaluation lives in dermino.evaluate):
 embed a labelled train and val manifest with the teacher backbone, then a k=5 cosine
-majority vote. Rows without a label are dropped; the first label of a row is its class.
+majority vote (accuracy) and similarity-weighted votes (macro AUROC, with the helpers of
+``dermino.evaluate``). Rows without a label are dropped; the first label of a row is its class.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -16,6 +18,8 @@ from torch import nn
 from dermino.data.images import read_rgb
 from dermino.data.manifest import resolve, split_labels
 from dermino.data.transforms import eval_transform
+from dermino.evaluate.knn import KNNConfig, knn_classify
+from dermino.evaluate.metrics import macro_auroc
 
 
 @torch.no_grad()
@@ -45,7 +49,8 @@ def knn_predict(train: torch.Tensor, train_y: list[str], query: torch.Tensor, k:
     return out
 
 
-def _labelled(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def labelled(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows with a label, and the first label of each (its class)."""
     first = [(split_labels(v) or [""])[0] for v in df["labels"]]
     keep = [i for i, y in enumerate(first) if y]
     out = df.iloc[keep].reset_index(drop=True)
@@ -57,9 +62,31 @@ def knn_accuracy(
     backbone: nn.Module, train_df: pd.DataFrame, val_df: pd.DataFrame, size: int, device: torch.device, k: int = 5
 ) -> float:
     """k-NN accuracy of ``backbone`` on ``val_df`` using ``train_df`` as the memory bank."""
-    train_df, train_y = _labelled(train_df)
-    val_df, val_y = _labelled(val_df)
+    train_df, train_y = labelled(train_df)
+    val_df, val_y = labelled(val_df)
     if not train_y or not val_y:
         raise ValueError("kNN monitor needs labelled rows in both the train and the val manifest")
     pred = knn_predict(embed(backbone, train_df, size, device), train_y, embed(backbone, val_df, size, device), k)
     return sum(p == y for p, y in zip(pred, val_y, strict=True)) / len(val_y)
+
+
+def knn_scores(
+    backbone: nn.Module, train_df: pd.DataFrame, val_df: pd.DataFrame, size: int, device: torch.device, k: int = 5
+) -> dict[str, float]:
+    """``knn_accuracy`` (majority vote) and ``knn_macro_auroc`` (weighted votes, macro over
+    the query classes) of ``backbone``, embedding each image once."""
+    train_df, train_y = labelled(train_df)
+    val_df, val_y = labelled(val_df)
+    if not train_y or not val_y:
+        raise ValueError("kNN monitor needs labelled rows in both the train and the val manifest")
+    bank, query = embed(backbone, train_df, size, device), embed(backbone, val_df, size, device)
+    accuracy = sum(p == y for p, y in zip(knn_predict(bank, train_y, query, k), val_y, strict=True)) / len(val_y)
+    classes = sorted(set(train_y))
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(v, -1) for v in val_y])
+    seen = y >= 0  # a query class the bank lacks has no score column
+    out = knn_classify(bank.numpy(), np.array([index[v] for v in train_y]), query[seen].numpy(), len(classes),
+                       KNNConfig(k=k))
+    # over the classes the queries hold (a small query set may lack a rare one)
+    auroc = macro_auroc(y[seen], out.probs) if len(classes) > 1 and seen.any() else float("nan")
+    return {"knn_accuracy": float(accuracy), "knn_macro_auroc": float(auroc)}

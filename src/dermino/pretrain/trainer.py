@@ -34,6 +34,7 @@ from dermino.losses.knowledge import class_prior_floor
 from dermino.losses.knowledge_heads import class_frequencies
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain import rescue
+from dermino.pretrain import collapse
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
     DistInfo,
@@ -55,12 +56,14 @@ from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
 from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
 from dermino.progress import tqdm
 from dermino.runtime import seed_everything
+from dermino.pretrain.warmup import HeadWarmup, head_warmup_steps, prepend, warmup_lr
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
     "step", "epoch", "images", "loss", *TERMS, "lr", "wd", "momentum", "teacher_temp",
     "grad_norm", "images_per_s", "mfu", "skipped", *KNOWLEDGE_COLUMNS,
+    "teacher_entropy", "prototypes_used", "head_warmup",
 ]
 
 
@@ -207,8 +210,11 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=prec == "fp16")
 
-        # ---- schedules (indexed by optimizer step)
-        o, n, spe = cfg.optim, self.total_steps, self.steps_per_epoch
+        # ---- schedules (indexed by optimizer step); a head warm-up runs first, the schedules after it
+        self.warmup = HeadWarmup(self.model.student.backbone, head_warmup_steps(
+            sc.head_warmup_images, cfg.model.init_weights, self.global_batch, self.total_steps, self.epoch_size))
+        w = self.warmup.steps
+        o, n, spe = cfg.optim, self.total_steps - w, self.steps_per_epoch
         peak_lr = scaled_lr(o.base_lr, self.global_batch)
         self.lr = cosine_schedule(peak_lr, o.min_lr, n, int(o.warmup_epochs * spe))
         self.wd = cosine_schedule(o.weight_decay, o.weight_decay_end, n)
@@ -216,6 +222,8 @@ class Trainer:
         d = cfg.losses.dino
         self.teacher_temp = warmup_then_constant(d.warmup_teacher_temp, d.teacher_temp, n,
                                                  int(d.warmup_teacher_temp_epochs * spe))
+        self.lr = prepend(w, self.lr, warmup_lr(peak_lr, w))
+        self.wd, self.momentum, self.teacher_temp = (prepend(w, a) for a in (self.wd, self.momentum, self.teacher_temp))
         self.freeze_last_layer_steps = int(o.freeze_last_layer_epochs * spe)
 
         vit = self.model.student.backbone
@@ -286,6 +294,7 @@ class Trainer:
             g["lr"] = lr * g["lr_mult"]
             g["weight_decay"] = wd * g["wd_mult"]
         self.model.train()
+        self.warmup.begin(self.step)
         loss_sum = torch.zeros((), device=self.device)
         term_sum = torch.zeros(len(TERMS), device=self.device)
         teacher_logits = []
@@ -306,6 +315,7 @@ class Trainer:
         if self.step < self.freeze_last_layer_steps:
             for p in self.last_layer_params:
                 p.grad = None
+        self.warmup.drop_backbone_grads(self.step)
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.clip_grad
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
@@ -318,7 +328,7 @@ class Trainer:
             if self.fsdp:  # FSDP leaves a root's whole parameters in place after forward
                 self.model.teacher.reshard()  # type: ignore[operator]
                 self.model.student.reshard()  # type: ignore[operator]
-            self.model.update_teacher(float(mom))
+            self.model.update_teacher(float(mom), backbone=not self.warmup.active(self.step))
             for tl in teacher_logits:
                 self.model.update_centers(tl)
             self.bad_steps = 0
@@ -338,7 +348,10 @@ class Trainer:
             )
         row = {k: float(v) for k, v in zip(TERMS, term_sum.tolist(), strict=True)}
         row.update(loss=float(loss_sum), lr=float(lr), wd=float(wd), momentum=float(mom),
-                   teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok))
+                   teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok),
+                   head_warmup=int(self.warmup.active(self.step - 1)))
+        if teacher_logits and "dino" in teacher_logits[0]:
+            row.update(collapse.teacher_statistics(torch.cat([t["dino"] for t in teacher_logits]), float(temp)))
         return row
 
     # ------------------------------------------------------------------ checkpoints
@@ -418,6 +431,23 @@ class Trainer:
         barrier()
         return path
 
+    def _guard(self, guard: collapse.CollapseGuard, verdict: collapse.Verdict) -> None:
+        """Keep the checkpoint of a good evaluation; stop (naming the checkpoint to resume) on collapse."""
+        ckpt_dir = self.out_dir / "checkpoints"
+        if verdict.good:
+            if not (self.step % self.cfg.run.checkpoint_every == 0 or self.step >= self.total_steps):
+                self.save()  # the same decision on every rank (fit saved on exactly these steps)
+            if self.dist.is_main:
+                collapse.keep_good(ckpt_dir, self.step)
+        if verdict.stop:
+            message = ""
+            if self.dist.is_main:
+                resume, moved = collapse.set_aside(ckpt_dir, guard.last_good_step or 0)
+                message = collapse.collapse_message(guard, verdict, resume, moved, self.out_dir)
+                log.error(message)
+            barrier()
+            raise collapse.CollapseError(message or "collapse guard stopped the run (see rank 0's log)")
+
     def whole_teacher_backbone(self) -> nn.Module | None:
         """The teacher backbone with whole parameters on the main rank, None on the others.
 
@@ -482,6 +512,8 @@ class Trainer:
         kmon, k_every = monitor_for(self), cfg.losses.knowledge.heldout_every
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
                    desc="pretrain", dynamic_ncols=True)
+        if monitor and self.step == 0 and cfg.model.init_weights:
+            monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
         stream = self.batches()
         t0, images_since = time.perf_counter(), 0
         while self.step < self.total_steps:
@@ -517,7 +549,7 @@ class Trainer:
             if self.step % cfg.run.checkpoint_every == 0 or done:
                 self.save()
             if monitor and ((cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0) or done):
-                monitor.run(self.step)
+                self._guard(monitor.guard, monitor.run(self.step))
         bar.close()
         if metrics:
             metrics.close()
@@ -580,31 +612,50 @@ def _split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 class _Monitor:
-    """kNN accuracy of the teacher on the monitor manifests, appended to monitor.csv (rank 0)."""
+    """kNN accuracy and macro AUROC of the teacher on the monitor manifests, appended to monitor.csv
+    (rank 0) with their change from step 0, judged by the collapse guard."""
 
     def __init__(self, trainer: Trainer):
         self.t = trainer
         self.train_df = _split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
         self.val_df = _split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
+        r = trainer.cfg.run
+        self.guard = collapse.CollapseGuard(r.collapse_metric, r.collapse_margin, r.collapse_patience)
+        path = trainer.out_dir / "monitor.csv"
         if trainer.dist.is_main:
-            _drop_rows_after(trainer.out_dir / "monitor.csv", trainer.step)
+            if trainer.step == 0:  # a fresh start (perhaps after a collapse stop): a new baseline
+                path.unlink(missing_ok=True)
+            _drop_rows_after(path, trainer.step)
+            if path.is_file() and path.stat().st_size > 0:  # a resumed run: the start and the streak
+                self.guard.replay(pd.read_csv(path).to_dict("records"))
 
-    def run(self, step: int) -> None:
-        from dermino.pretrain.monitor import knn_accuracy
+    def run(self, step: int) -> collapse.Verdict:
+        """Evaluate (rank 0) and return the guard's verdict (the same on every rank)."""
+        from dermino.pretrain.monitor import knn_scores
 
         teacher = self.t.whole_teacher_backbone()  # every rank (FSDP gathers shards)
+        verdict = None
         if teacher is not None:
             with torch.random.fork_rng(devices=[]):
-                acc = knn_accuracy(teacher, self.train_df, self.val_df,
-                                   self.t.cfg.data.monitor_size, self.t.device)
+                scores = knn_scores(teacher, self.train_df, self.val_df, self.t.cfg.data.monitor_size, self.t.device)
+            verdict = self.guard.update(step, scores)
             path = self.t.out_dir / "monitor.csv"
-            new = not path.is_file()
-            with open(path, "a") as fh:
+            new = not path.is_file() or path.stat().st_size == 0
+            with open(path, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=collapse.MONITOR_COLUMNS, extrasaction="ignore")
                 if new:
-                    fh.write("step,knn_accuracy\n")
-                fh.write(f"{step},{acc:.6f}\n")
-            log.info("step %d: kNN (k=5) accuracy %.4f", step, acc)
+                    writer.writeheader()
+                writer.writerow(self.guard.row(step, scores, verdict))
+            change = "" if verdict.change is None else f" ({self.guard.metric} {verdict.change:+.4f} from the start)"
+            log.info("step %d: kNN (k=5) accuracy %.4f, macro AUROC %.4f%s", step, scores["knn_accuracy"],
+                     scores["knn_macro_auroc"], change)
+        if dist.is_initialized():
+            box = [verdict]
+            dist.broadcast_object_list(box, src=0)
+            verdict = box[0]
         barrier()
+        assert verdict is not None
+        return verdict
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, resume_from: str | Path | None = None,
