@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +68,8 @@ class PretrainDataset(Dataset):
     Keys are ``(row, seed)`` pairs from ``ResumableSampler`` (a plain int uses the row as seed).
     ``on_bad_image="skip"`` logs an unreadable file and substitutes another row (chosen from
     the sample's seed, so it is reproducible); ``"raise"`` propagates ``ImageReadError``.
+    ``reader`` decodes a path (default the original file; ``dermino.data.cache.ImageCache``
+    reads the pre-resized copy instead).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class PretrainDataset(Dataset):
         label_mask: torch.Tensor | None = None,
         on_bad_image: Literal["raise", "skip"] = "skip",
         max_replacements: int = 50,
+        reader: Callable[[Path], Any] = read_rgb,
     ):
         if on_bad_image not in ("raise", "skip"):
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
@@ -95,6 +99,7 @@ class PretrainDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.max_replacements = max_replacements
         self.bad: set[int] = set()
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -104,7 +109,7 @@ class PretrainDataset(Dataset):
         for _ in range(self.max_replacements + 1):
             if row not in self.bad:
                 try:
-                    return row, read_rgb(self.paths[row])
+                    return row, self.reader(self.paths[row])
                 except ImageReadError as exc:
                     if self.on_bad_image == "raise":
                         raise

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import timm
 import torch
+from timm.models import checkpoint_seq
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,7 +92,11 @@ class ViTBackbone(nn.Module):
         return self.vit.norm_pre(tokens)
 
     def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        tokens = self.vit.blocks(self._tokens(x, masks))
+        tokens = self._tokens(x, masks)
+        if self.vit.grad_checkpointing and torch.is_grad_enabled():  # recompute blocks in backward: less memory
+            tokens = checkpoint_seq(self.vit.blocks, tokens, use_reentrant=False)
+        else:
+            tokens = self.vit.blocks(tokens)
         tokens = self.vit.norm(tokens)
         return {"cls": tokens[:, 0], "patch": tokens[:, self.num_prefix_tokens :]}
 

@@ -38,6 +38,7 @@ class DataConfig:
     on_bad_image: str = "skip"  # raise | skip (logged, replaced by another image)
     num_workers: int = 0
     epoch_size: int | None = None  # images per "epoch" for epoch-based schedules; None: dataset size
+    cache: str | None = None  # folder from `dermino data cache`: read pre-resized images from its shards
     # periodic kNN monitor (None: off): memory bank = split "train" rows of monitor_train,
     # queries = split "val" rows of monitor_val (all rows when a manifest has no such split)
     monitor_train: str | None = None
@@ -130,6 +131,8 @@ class RunConfig:
     tensorboard: bool = False
     fsdp: bool = False  # under torchrun: shard student, teacher and optimizer state (FSDP2) instead of DDP
     progress: bool = True
+    fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
 
 
 @dataclass

@@ -29,7 +29,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dermino.config import save_config, to_dict
+from dermino.data.cache import open_for_rows
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
+from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.transforms import MultiCropTransform
 from dermino.losses.knowledge import class_prior_floor
@@ -46,6 +48,13 @@ from dermino.pretrain.distributed import (
     pick_device,
     shard_branches,
     wrap_model,
+)
+from dermino.pretrain.fast_step import (
+    FastStep,
+    fast_path_blocker,
+    make_adamw,
+    set_activation_checkpointing,
+    use_sdpa,
 )
 from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
 from dermino.pretrain.knowledge_setup import knowledge_inputs
@@ -133,8 +142,10 @@ class Trainer:
                      self.knowledge_summary["class_prior_floor"])
         else:
             self.classes = []
+        reader = open_for_rows(cfg.data.cache, self.df["image"].tolist(), "pretraining") if cfg.data.cache else read_rgb
         self.dataset = PretrainDataset(
-            self.df, MultiCropTransform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image  # type: ignore[arg-type]
+            self.df, MultiCropTransform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
+            reader=reader,
         )
         sc = cfg.schedule
         self.world = self.dist.world_size
@@ -174,6 +185,8 @@ class Trainer:
 
         # ---- model
         self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes).to(self.device)
+        use_sdpa(self.model)
+        set_activation_checkpointing(self.model.student.backbone, cfg.run.activation_checkpointing)
         self.fsdp = bool(cfg.run.fsdp)
         # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
         # for the kNN monitor and the export (same architecture and grid, whatever the init).
@@ -190,8 +203,7 @@ class Trainer:
                               layerwise_decay=cfg.optim.layerwise_decay)
         self.params = [p for g in groups for p in g["params"]]
         self.last_layer_params = [p for g in groups if g["last_layer"] for p in g["params"]]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas), fused=fused)
+        self.optimizer = make_adamw(groups, tuple(cfg.optim.betas), self.device)  # type: ignore[arg-type]
         prec = cfg.run.precision
         if prec not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {prec!r}")
@@ -329,6 +341,16 @@ class Trainer:
                    teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok))
         return row
 
+    def _fast_step(self) -> FastStep | None:
+        """The sync-free step when configured and correct for this setup (else the reference step)."""
+        if not self.cfg.run.fast_step:
+            return None
+        why = fast_path_blocker(self)
+        if why:
+            log.info("reference training step: %s", why)
+            return None
+        return FastStep(self)
+
     # ------------------------------------------------------------------ checkpoints
 
     def _model_and_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -440,13 +462,22 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
                    desc="pretrain", dynamic_ncols=True)
         stream = self.batches()
+        fast = self._fast_step()
         t0, images_since = time.perf_counter(), 0
         while self.step < self.total_steps:
             micro = [next(stream) for _ in range(self.accum)]
-            row = self.train_step(micro)
+            row = self.train_step(micro) if fast is None else fast(micro)
             images_since += self.global_batch
             bar.update(1)
             done = self.step >= self.total_steps
+            if fast is not None:  # device values: read (one sync) only when logging, saving or monitoring
+                monitoring = monitor and cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0
+                if not (self.step % cfg.run.log_every == 0 or self.step % cfg.run.checkpoint_every == 0
+                        or done or monitoring):
+                    continue
+                row = fast.read(row)
+                if self.bad_steps >= cfg.run.max_bad_steps:
+                    raise BadStepsError(f"{self.bad_steps} consecutive non-finite steps (last: step {self.step - 1}); stopping")
             if self.step % cfg.run.log_every == 0 or done or row["skipped"]:
                 terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
                 row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
