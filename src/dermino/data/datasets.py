@@ -125,6 +125,7 @@ class PretrainDataset(Dataset):
             torch.manual_seed(seed)
             crops = self.transform(image)
         return {
+            **{k: v for k, v in crops.items() if k.endswith("_photo")},
             "global": crops["global"],
             "local": crops["local"],
             "targets": self.targets[row],
@@ -154,6 +155,11 @@ class MultiCropCollate:
         local_crops = (
             torch.stack([s["local"][v] for v in range(n_local) for s in samples]) if n_local else None
         )
+        photo = {}
+        if "global_photo" in samples[0]:  # photometric parameters to apply on the device, view-major too
+            photo["global_photo"] = torch.stack([s["global_photo"][v] for v in range(n_global) for s in samples])
+            photo["local_photo"] = (torch.stack([s["local_photo"][v] for v in range(n_local) for s in samples])
+                                    if n_local else samples[0]["local_photo"])
         grid = (global_crops.shape[-2] // self.patch_size, global_crops.shape[-1] // self.patch_size)
         rng = np.random.default_rng([self.seed, *[s["seed"] for s in samples]])
         masks = batch_masks(len(global_crops), grid, self.masking, rng)
@@ -166,6 +172,7 @@ class MultiCropCollate:
             "rows": torch.tensor([s["row"] for s in samples]),
             "n_global": n_global,
             "n_local": n_local,
+            **photo,
         }
 
 

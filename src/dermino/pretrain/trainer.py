@@ -33,7 +33,7 @@ from dermino.data.cache import open_for_rows
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
 from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve
-from dermino.data.transforms import MultiCropTransform
+from dermino.data.photometric import finish_batch, multicrop_transform
 from dermino.losses.knowledge import class_prior_floor
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain.config import PretrainConfig, validate
@@ -144,7 +144,7 @@ class Trainer:
             self.classes = []
         reader = open_for_rows(cfg.data.cache, self.df["image"].tolist(), "pretraining") if cfg.data.cache else read_rgb
         self.dataset = PretrainDataset(
-            self.df, MultiCropTransform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
+            self.df, multicrop_transform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
             reader=reader,
         )
         sc = cfg.schedule
@@ -271,7 +271,8 @@ class Trainer:
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        out = {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return finish_batch(out, self.cfg.crops.mean, self.cfg.crops.std)  # crops.photometric=device
 
     # ------------------------------------------------------------------ one step
 
