@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ GRIDS = {
         ("tiny", 4, "fp32", False, "naive"), ("tiny", 4, "bf16", False, "fast"),
         ("tiny", 8, "fp32", False, "fast"), ("tiny", 4, "fp32", True, "fast"),
         ("small", 2, "fp32", False, "fast"), ("small", 2, "bf16", False, "fast"),
-        ("base", 1, "fp32", False, "fast"),
+        ("base", 2, "fp32", False, "fast"),
     ],
     "gpu": [
         (m, b, p, c, "fast") for m in ("small", "base") for b in (64, 128) for p in ("bf16", "fp32") for c in (False, True)
@@ -300,7 +301,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="1 on a shared box: spinning OpenMP threads stall when descheduled")
     ap.add_argument("--peak-tflops", type=float, default=None)
-    ap.add_argument("--timeout", type=int, default=300, help="seconds per row")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per row")
+    ap.add_argument("--parallel", type=int, default=1, help="rows at once (CPU: their CPU-second figures stay valid)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default="/tmp/dermino_bench", help=argparse.SUPPRESS)
@@ -311,35 +313,39 @@ def main() -> None:
     grid_name = args.grid or ("gpu" if torch.cuda.is_available() else "cpu")
     grid = GRIDS[grid_name]
     picked = [int(i) for i in args.only.split(",") if i] or list(range(len(grid)))
-    seen_models: set[str] = set()
     rows = []
     print(f"grid {grid_name}, crops 2x{args.global_size}+{args.n_local}x{args.local_size}, {args.prototypes} prototypes, "
           f"{args.warmup} warm-up + median of {args.repeats} x {args.steps} step(s); load {load()}")
     head = (f"{'#':>2} {'model':<6}{'path':<10}{'prec':<5}{'comp':<5}{'batch':>5}{'img/s':>8}{'s/step':>8}"
             f"{'GFLOP/img':>10}{'check':>7}{'TFLOP/s':>9}{'MFU':>7}{'img/CPUs':>9}{'MFU/CPU':>8}{'mem GiB':>8}  load")
     print(head)
-    for i in picked:
+    def run_row(i: int) -> dict:
         model, batch, precision, compile_, path = grid[i]
         spec = {"model": model, "batch": batch, "precision": precision, "compile": compile_, "path": path,
-                "count_flops": model not in seen_models and path == "fast"}
-        seen_models.add(model)
+                "count_flops": path == "fast" and i == min(j for j in picked if grid[j][0] == model and grid[j][4] == "fast")}
         cmd = [sys.executable, __file__, "--one", json.dumps(spec), *sys.argv[1:]]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
             if not found:
                 raise RuntimeError((proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])
-            r = json.loads(found[-1][4:])
+            return {"row": i, **json.loads(found[-1][4:])}
         except (subprocess.TimeoutExpired, RuntimeError) as exc:
-            r = {**spec, "error": f"{type(exc).__name__}: {exc}"}
-            print(f"{i:>2} {model:<6}{path:<10}{precision:<5}{str(compile_)[0]:<5}{batch:>5}  FAILED {r['error'][:120]}")
+            return {"row": i, **spec, "error": f"{type(exc).__name__}: {exc}"}
+
+    # rows in parallel only where timing is per process anyway (CPU-seconds); GPU rows one at a time
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for r in pool.map(run_row, picked):
             rows.append(r)
-            continue
-        rows.append(r)
-        check = f"{r['flops_check']:.2f}" if "flops_check" in r else "-"
-        print(f"{i:>2} {model:<6}{path:<10}{precision:<5}{str(compile_)[0]:<5}{batch:>5}{r['images_per_s']:8.2f}"
-              f"{r['step_s']:8.2f}{r['gflop_per_image']:10.1f}{check:>7}{r['achieved_tflops']:9.3f}{r['mfu']:7.1%}"
-              f"{r['images_per_cpu_s']:9.2f}{(r['mfu_of_cpu_time'] or 0):8.1%}{r['peak_mem_gib']:8.2f}  {r['load']}", flush=True)
+            i = r["row"]
+            lead = f"{i:>2} {r['model']:<6}{r['path']:<10}{r['precision']:<5}{str(r['compile'])[0]:<5}{r['batch']:>5}"
+            if "error" in r:
+                print(f"{lead}  FAILED {r['error'][:160]}", flush=True)
+                continue
+            check = f"{r['flops_check']:.2f}" if "flops_check" in r else "-"
+            print(f"{lead}{r['images_per_s']:8.2f}{r['step_s']:8.2f}{r['gflop_per_image']:10.1f}{check:>7}"
+                  f"{r['achieved_tflops']:9.3f}{r['mfu']:7.1%}{r['images_per_cpu_s']:9.2f}{(r['mfu_of_cpu_time'] or 0):8.1%}"
+                  f"{r['peak_mem_gib']:8.2f}  {r['load']}", flush=True)
     dev = "cuda" if grid_name == "gpu" else "cpu"
     path = args.json or HERE / "results" / f"pretrain_throughput_{dev}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

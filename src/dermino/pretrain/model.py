@@ -175,7 +175,7 @@ class StudentTeacher(nn.Module):
 
         ``student`` is the (possibly DDP-wrapped) student branch to call; default the bare one.
         """
-        student = student or self.student
+        student = self.student if student is None else student  # (a compiled module has no truth value)
         cfg = self.losses
         g, masks = batch["global_crops"], batch["masks"]
         n_global = int(batch["n_global"])
