@@ -197,9 +197,8 @@ def apply_photometric(crops: Tensor, params: Tensor, mean: tuple[float, ...], st
         x = torch.where(blur.view(-1, 1, 1, 1), gaussian_blur(x, sigma), x)
     sol = (p[:, _COL["solarize"]] > 0).view(-1, 1, 1, 1)
     x = torch.where(sol & (x >= 128 / 255), 1.0 - x, x)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
+    # per channel with Python scalars: a device tensor built from host values would be a blocking copy
+    return torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
 
 
 def finish_batch(batch: dict, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:

@@ -181,9 +181,10 @@ class StudentTeacher(nn.Module):
         n_global = int(batch["n_global"])
         b = g.shape[0] // n_global
         use_ibot = cfg.ibot.enabled
-        weights, flat_index = masked_patch_weights(masks) if use_ibot else (None, None)
         if use_ibot and "mask_index" in batch:  # computed on the host before the copy (fast step): no sync
             weights, flat_index = batch["mask_weights"], batch["mask_index"]
+        else:
+            weights, flat_index = masked_patch_weights(masks) if use_ibot else (None, None)
         s = student(
             g,
             batch["local_crops"] if cfg.dino.enabled else None,
