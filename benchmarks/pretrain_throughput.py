@@ -275,6 +275,16 @@ def run_one(spec: dict, args: argparse.Namespace) -> dict:
         row["gpu"] = torch.cuda.get_device_name(dev)
     else:
         row["peak_mem_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS
+    if dev.type == "cuda" and path == "fast":  # host-device syncs inside one step (should be 0)
+        import warnings
+
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step(batches[0])
+        torch.cuda.set_sync_debug_mode("default")
+        finish()
+        row["syncs_in_step"] = sum("synchroniz" in str(w.message) for w in caught)
     if spec.get("count_flops"):
         from torch.utils.flop_counter import FlopCounterMode
 

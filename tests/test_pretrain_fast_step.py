@@ -143,3 +143,17 @@ def test_fit_uses_the_fast_step_and_reads_every_log_interval(tmp_path):
 
     metrics = pd.read_csv(tmp_path / "fit" / "metrics.csv")
     assert metrics["step"].tolist() == [2, 4] and (metrics["loss"] > 0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs exist only with a GPU")
+def test_no_host_device_sync_inside_the_fast_step(tmp_path, batches):
+    t = _trainer(tmp_path, "cuda", **{"run.device": "cuda", "data.num_workers": 0})
+    fast = FastStep(t)
+    pinned = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+    fast.read(fast([pinned[0]]))  # first call: lazy state (optimizer moments) may sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        row = fast([pinned[1]])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert fast.read(row)["skipped"] == 0
