@@ -75,6 +75,8 @@ def with_ibot_index(batch: dict[str, Any]) -> dict[str, Any]:
     """Add the iBOT masked-patch weights and flat index, computed on the host (no device sync)."""
     if batch.get("masks") is not None and "mask_index" not in batch:
         weights, index = masked_patch_weights(batch["masks"])
+        if batch["masks"].is_pinned():  # keep the copy to the device asynchronous
+            weights, index = weights.pin_memory(), index.pin_memory()
         batch = {**batch, "mask_weights": weights, "mask_index": index}
     return batch
 
