@@ -56,7 +56,7 @@ GRIDS = {
         ("tiny", 4, "fp32", False, "naive"), ("tiny", 4, "bf16", False, "fast"),
         ("tiny", 8, "fp32", False, "fast"), ("tiny", 4, "fp32", True, "fast"),
         ("small", 2, "fp32", False, "fast"), ("small", 2, "bf16", False, "fast"),
-        ("base", 2, "fp32", False, "fast"),
+        ("base", 2, "fp32", False, "fast"), ("tiny", 4, "bf16", False, "naive"),
     ],
     "gpu": [
         (m, b, p, c, "fast") for m in ("small", "base") for b in (64, 128) for p in ("bf16", "fp32") for c in (False, True)
