@@ -11,7 +11,9 @@ data_pipeline.py for that). Paths:
   before the fast one: values read every step);
 - ``naive``: a plain timm ViT of the same size, written the way one would without dermino: the
   same crops and the same four losses written naively (Python loops over view pairs, Sinkhorn
-  by hand), default AdamW, an EMA loop over parameters, ``loss.item()`` every step.
+  by hand), default AdamW, an EMA loop over parameters, ``loss.item()`` every step;
+- ``versus``: ``fast`` and ``naive`` alternating step by step in one process (order swapped every
+  round), so both see the same load: the fair comparison on a shared machine.
 
 MFU = images/s x analytic FLOPs per image / peak; the analytic count (``pretrain/flops.py``) is
 cross-checked against ``torch.utils.flop_counter`` on one step of each model (``flops_check`` =
@@ -57,6 +59,7 @@ GRIDS = {
         ("tiny", 8, "fp32", False, "fast"), ("tiny", 4, "fp32", True, "fast"),
         ("small", 2, "fp32", False, "fast"), ("small", 2, "bf16", False, "fast"),
         ("base", 2, "fp32", False, "fast"), ("tiny", 4, "bf16", False, "naive"),
+        ("tiny", 4, "fp32", False, "versus"), ("tiny", 4, "bf16", False, "versus"),
     ],
     "gpu": [
         (m, b, p, c, "fast") for m in ("small", "base") for b in (64, 128) for p in ("bf16", "fp32") for c in (False, True)
@@ -211,6 +214,8 @@ def run_one(spec: dict, args: argparse.Namespace) -> dict:
         batches = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
+    if path == "versus":  # dermino's fast step and the naive baseline alternating in one process
+        return run_versus(spec, args, trainer, batches)
     if path == "naive":
         naive = NaiveDino(model, args.prototypes, dev)
         amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else torch.autocast(dev.type, enabled=False))
@@ -297,6 +302,37 @@ def run_one(spec: dict, args: argparse.Namespace) -> dict:
     return row
 
 
+def run_versus(spec: dict, args: argparse.Namespace, trainer, batches: list[dict]) -> dict:
+    """Alternate one dermino step and one naive step, so both see the same machine load; report the
+    median CPU seconds of each (the fair comparison on a shared machine)."""
+    from dermino.pretrain.fast_step import FastStep
+
+    dev = trainer.device
+    naive = NaiveDino(spec["model"], args.prototypes, dev)
+    fast = FastStep(trainer)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16")
+
+    def ours(b: dict) -> None:
+        fast.read(fast([b]))
+
+    def theirs(b: dict) -> None:
+        with amp:
+            naive.step(b)
+
+    cpu: dict[str, list[float]] = {"dermino": [], "naive": []}
+    for i in range(args.warmup + args.repeats):
+        for name, fn in (("dermino", ours), ("naive", theirs)) if i % 2 == 0 else (("naive", theirs), ("dermino", ours)):
+            c0 = time.process_time()
+            fn(batches[i % 2])
+            if i >= args.warmup:
+                cpu[name].append(time.process_time() - c0)
+    b = spec["batch"]
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {**spec, "device": str(dev), "dermino_cpu_s_per_step": med["dermino"], "naive_cpu_s_per_step": med["naive"],
+            "dermino_images_per_cpu_s": b / med["dermino"], "naive_images_per_cpu_s": b / med["naive"],
+            "speedup": med["naive"] / med["dermino"], "cpu_s_all": cpu, "load": load()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", choices=sorted(GRIDS), default=None, help="default: gpu when CUDA is available")
@@ -351,6 +387,11 @@ def main() -> None:
             lead = f"{i:>2} {r['model']:<6}{r['path']:<10}{r['precision']:<5}{str(r['compile'])[0]:<5}{r['batch']:>5}"
             if "error" in r:
                 print(f"{lead}  FAILED {r['error'][:160]}", flush=True)
+                continue
+            if r["path"] == "versus":
+                print(f"{lead}  alternating in one process: dermino {r['dermino_images_per_cpu_s']:.3f} img/CPU-s, "
+                      f"naive timm {r['naive_images_per_cpu_s']:.3f} img/CPU-s -> dermino x{r['speedup']:.2f}  "
+                      f"{r['load']}", flush=True)
                 continue
             check = f"{r['flops_check']:.2f}" if "flops_check" in r else "-"
             print(f"{lead}{r['images_per_s']:8.2f}{r['step_s']:8.2f}{r['gflop_per_image']:10.1f}{check:>7}"
