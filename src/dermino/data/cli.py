@@ -1,4 +1,4 @@
-"""``dermino data``: prepare, info, check, sample, download."""
+"""``dermino data``: prepare, info, check, sample, download, cache, cache-verify."""
 
 from __future__ import annotations
 
@@ -74,6 +74,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--workers", type=int, default=1, help="processes for hashing")
     q.add_argument("--cache-dir", default=".cache/dermino/dedup", help="per-chunk hashes (resume)")
     q.set_defaults(func=_dedup)
+
+    q = sub.add_parser("cache", help="pre-resized, sharded copy of the images (WebDataset tars) for fast loading")
+    q.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    q.add_argument("--size", type=int, default=256, help="shorter side in px (smaller images are kept as is)")
+    q.add_argument("--out", required=True, type=Path, help="cache folder (rerun the same command to resume)")
+    q.add_argument("--format", choices=["png", "jpg"], default="png",
+                   help="png: lossless, exact; jpg: ~4x smaller, faster to decode, lossy (--quality)")
+    q.add_argument("--quality", type=int, default=95, help="JPEG quality (--format jpg)")
+    q.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    q.add_argument("--workers", type=int, default=4, help="parallel processes")
+    q.set_defaults(func=_cache)
+
+    q = sub.add_parser("cache-verify", help="check an image cache: every shard present, sized and checksummed")
+    q.add_argument("folder", type=Path)
+    q.set_defaults(func=_cache_verify)
 
 
 def _parse_opts(items: list[str]) -> dict[str, object]:
@@ -174,3 +189,24 @@ def _dedup(args: argparse.Namespace) -> int:
     for name, path in written.items():
         print(f"  {name}: {path}")
     return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .cache import build_cache, cache_summary
+
+    report = build_cache(args.manifests, args.out, size=args.size, fmt=args.format, quality=args.quality,
+                         shard_size=args.shard_size, workers=args.workers)
+    print(cache_summary(report))
+    for path, why in list(report.failed.items())[:20]:
+        print(f"UNREADABLE {path}: {why}")
+    return 1 if report.bad_shards else 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from .cache import cache_summary, verify_cache
+
+    report = verify_cache(args.folder, checksums=True)
+    print(cache_summary(report))
+    for name, why in report.bad_shards.items():
+        print(f"BAD {args.folder / name}: {why}")
+    return 1 if report.bad_shards else 0

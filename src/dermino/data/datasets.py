@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +68,8 @@ class PretrainDataset(Dataset):
     Keys are ``(row, seed)`` pairs from ``ResumableSampler`` (a plain int uses the row as seed).
     ``on_bad_image="skip"`` logs an unreadable file and substitutes another row (chosen from
     the sample's seed, so it is reproducible); ``"raise"`` propagates ``ImageReadError``.
+    ``reader`` decodes a path (default the original file; ``dermino.data.cache.ImageCache``
+    reads the pre-resized copy instead).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class PretrainDataset(Dataset):
         label_mask: torch.Tensor | None = None,
         on_bad_image: Literal["raise", "skip"] = "skip",
         max_replacements: int = 50,
+        reader: Callable[[Path], Any] = read_rgb,
     ):
         if on_bad_image not in ("raise", "skip"):
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}")
@@ -95,6 +99,7 @@ class PretrainDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.max_replacements = max_replacements
         self.bad: set[int] = set()
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -104,7 +109,7 @@ class PretrainDataset(Dataset):
         for _ in range(self.max_replacements + 1):
             if row not in self.bad:
                 try:
-                    return row, read_rgb(self.paths[row])
+                    return row, self.reader(self.paths[row])
                 except ImageReadError as exc:
                     if self.on_bad_image == "raise":
                         raise
@@ -120,6 +125,7 @@ class PretrainDataset(Dataset):
             torch.manual_seed(seed)
             crops = self.transform(image)
         return {
+            **{k: v for k, v in crops.items() if k.endswith("_photo")},
             "global": crops["global"],
             "local": crops["local"],
             "targets": self.targets[row],
@@ -149,6 +155,11 @@ class MultiCropCollate:
         local_crops = (
             torch.stack([s["local"][v] for v in range(n_local) for s in samples]) if n_local else None
         )
+        photo = {}
+        if "global_photo" in samples[0]:  # photometric parameters to apply on the device, view-major too
+            photo["global_photo"] = torch.stack([s["global_photo"][v] for v in range(n_global) for s in samples])
+            photo["local_photo"] = (torch.stack([s["local_photo"][v] for v in range(n_local) for s in samples])
+                                    if n_local else samples[0]["local_photo"])
         grid = (global_crops.shape[-2] // self.patch_size, global_crops.shape[-1] // self.patch_size)
         rng = np.random.default_rng([self.seed, *[s["seed"] for s in samples]])
         masks = batch_masks(len(global_crops), grid, self.masking, rng)
@@ -161,6 +172,7 @@ class MultiCropCollate:
             "rows": torch.tensor([s["row"] for s in samples]),
             "n_global": n_global,
             "n_local": n_local,
+            **photo,
         }
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -50,6 +50,7 @@ class EmbedConfig:
     num_workers: int = 0
     chunk_size: Annotated[int, AtLeast1] = 1024  # rows per cached chunk (a crash loses at most one)
     cache_dir: str = ""  # "": <output folder>/cache when the command has one, else $DERMINO_CACHE/embeddings
+    image_cache: str = ""  # folder from `dermino data cache`: read pre-resized images from it
     device: Annotated[str, Device()] = "cpu"
 
 
@@ -94,14 +95,14 @@ def eval_transform(model: torch.nn.Module, cfg: EmbedConfig) -> EvalTransform:
 
 
 class _ImageRows(Dataset):
-    def __init__(self, paths: Sequence[Path], transform: EvalTransform):
-        self.paths, self.transform = list(paths), transform
+    def __init__(self, paths: Sequence[Path], transform: EvalTransform, reader: Callable[[Path], Image.Image] = read_rgb):
+        self.paths, self.transform, self.reader = list(paths), transform, reader
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(read_rgb(self.paths[i])), i
+        return self.transform(self.reader(self.paths[i])), i
 
 
 # ---------------------------------------------------------------- hashing
@@ -223,6 +224,17 @@ def extract_embeddings(
     paths = image_paths(df)
     model_id = model_hash(model, weights)
     rows_id = rows_hash(paths)
+    reader: Callable[[Path], Image.Image] = read_rgb
+    if cfg.image_cache:  # other pixels than the originals: other embeddings, other cache key
+        from dermino.data.cache import open_for_rows
+
+        image_cache = open_for_rows(cfg.image_cache, paths, "evaluation")
+        rows_id = hashlib.sha256(f"{rows_id}|image-cache:{image_cache.identity}".encode()).hexdigest()
+        reader = image_cache
+        if image_cache.size < transform.resize:
+            log.warning("image cache %s stores %d px images but evaluation resizes to %d px: the images are "
+                        "upsampled; build the cache with --size >= %d", cfg.image_cache, image_cache.size,
+                        transform.resize, transform.resize)
     key = cache_key(model_id, rows_id, transform, cfg.pool)
     folder = resolve_cache_dir(cfg.cache_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,7 +256,7 @@ def extract_embeddings(
     missing = [c for c in range(n_chunks) if not chunk_file(c).exists()]
     computed = 0
     if missing:
-        computed = _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress)
+        computed = _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress, reader)
     feats = np.concatenate([np.load(chunk_file(c)) for c in range(n_chunks)])
     if len(feats) != len(paths):
         raise RuntimeError(f"embedding cache {folder} is inconsistent: {len(feats)} rows for {len(paths)}")
@@ -253,7 +265,7 @@ def extract_embeddings(
     return Embeddings(feats, key, folder, meta, computed)
 
 
-def _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress) -> int:
+def _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress, reader=read_rgb) -> int:
     """Run the model over the rows of the missing chunks; save each chunk when it is complete."""
     # batches never straddle a chunk boundary, so a chunk completes exactly at a batch end
     batches: list[list[int]] = []
@@ -261,7 +273,7 @@ def _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress)
         lo, hi = c * cfg.chunk_size, min(len(paths), (c + 1) * cfg.chunk_size)
         batches += [list(range(s, min(hi, s + cfg.batch_size))) for s in range(lo, hi, cfg.batch_size)]
     loader = DataLoader(
-        _ImageRows(paths, transform), batch_sampler=batches, num_workers=cfg.num_workers,
+        _ImageRows(paths, transform, reader), batch_sampler=batches, num_workers=cfg.num_workers,
         persistent_workers=False, pin_memory=cfg.device.startswith("cuda"),
     )
     device = torch.device(cfg.device)

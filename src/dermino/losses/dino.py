@@ -62,7 +62,8 @@ def dino_loss_terms(
     use = torch.ones_like(ce, dtype=torch.bool)
     if skip_same_view:
         use[:, :n_global] &= ~torch.eye(n_global, dtype=torch.bool, device=ce.device)
-    n_pairs = int(use.sum())
+    # counted on the host: int(use.sum()) would wait for the device
+    n_pairs = ce.numel() - (n_global if skip_same_view else 0)
     if n_pairs == 0:
         raise ValueError("no (teacher, student) pairs left: one global view with skip_same_view=True")
     ce = ce * use

@@ -43,7 +43,7 @@ def sinkhorn_knopp(teacher_logits: Tensor, temperature: float, n_iterations: int
     shift = _all_reduce(logits.max().clone(), dist.ReduceOp.MAX if _dist_ready() else None)
     q = torch.exp(logits - shift).t()  # (K, N): prototypes x samples
     n_protos = q.shape[0]
-    n_samples = _all_reduce(torch.tensor(float(q.shape[1]), device=q.device))
+    n_samples = _all_reduce(torch.full((), float(q.shape[1]), device=q.device))  # a fill: no host copy
     q /= _all_reduce(q.sum())
     for _ in range(n_iterations):
         q /= _all_reduce(q.sum(dim=1, keepdim=True))  # each prototype gets mass 1/K
@@ -85,5 +85,5 @@ class CenteringSoftmax(nn.Module):
         self._ensure_center(teacher_logits)
         flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
         total = _all_reduce(flat.sum(dim=0, keepdim=True))
-        count = _all_reduce(torch.tensor(float(flat.shape[0]), device=flat.device))
+        count = _all_reduce(torch.full((), float(flat.shape[0]), device=flat.device))
         self.center.mul_(self.momentum).add_(total / count, alpha=1 - self.momentum)

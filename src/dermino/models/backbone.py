@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import timm
 import torch
+from timm.models import checkpoint_seq
 from torch import nn
 
 from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
@@ -102,7 +103,11 @@ class ViTBackbone(nn.Module):
         return self.vit.norm_pre(tokens)
 
     def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        tokens = self.vit.blocks(self._tokens(x, masks))
+        tokens = self._tokens(x, masks)
+        if self.vit.grad_checkpointing and torch.is_grad_enabled():  # recompute blocks in backward: less memory
+            tokens = checkpoint_seq(self.vit.blocks, tokens, use_reentrant=False)
+        else:
+            tokens = self.vit.blocks(tokens)
         tokens = self.vit.norm(tokens)
         return {"cls": tokens[:, 0], "patch": tokens[:, self.num_prefix_tokens :]}
 

@@ -57,6 +57,7 @@ class DataConfig:
     on_bad_image: Literal["raise", "skip"] = "skip"  # skip: logged, replaced by another image
     num_workers: Annotated[int, NonNegative] = 0
     epoch_size: Annotated[int, AtLeast1] | None = None  # images per "epoch" for epoch-based schedules; None: dataset size
+    cache: str | None = None  # folder from `dermino data cache`: read pre-resized images from its shards
     # periodic kNN monitor (None: off): memory bank = split "train" rows of monitor_train,
     # queries = split "val" rows of monitor_val (all rows when a manifest has no such split)
     monitor_train: str | None = None
@@ -177,6 +178,8 @@ class RunConfig:
     collapse_metric: Literal["knn_macro_auroc", "knn_accuracy"] = "knn_macro_auroc"
     collapse_margin: Annotated[float, NonNegative] = 0.05
     collapse_patience: Annotated[int, NonNegative] = 3
+    fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
 
 
 @dataclass

@@ -178,13 +178,16 @@ class StudentTeacher(nn.Module):
 
         ``student`` is the (possibly DDP-wrapped) student branch to call; default the bare one.
         """
-        student = student or self.student
+        student = self.student if student is None else student  # (a compiled module has no truth value)
         cfg = self.losses
         g, masks = batch["global_crops"], batch["masks"]
         n_global = int(batch["n_global"])
         b = g.shape[0] // n_global
         use_ibot = cfg.ibot.enabled
-        weights, flat_index = masked_patch_weights(masks) if use_ibot else (None, None)
+        if use_ibot and "mask_index" in batch:  # computed on the host before the copy (fast step): no sync
+            weights, flat_index = batch["mask_weights"], batch["mask_index"]
+        else:
+            weights, flat_index = masked_patch_weights(masks) if use_ibot else (None, None)
         s = student(
             g,
             batch["local_crops"] if cfg.dino.enabled else None,

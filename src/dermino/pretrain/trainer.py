@@ -26,15 +26,16 @@ import torch.distributed as dist
 from torch import nn
 
 from dermino.config import save_config, to_dict
+from dermino.data.cache import open_for_rows
 from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
 from dermino.data.dedup import check_overlap
+from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve
-from dermino.data.transforms import MultiCropTransform
+from dermino.data.photometric import finish_batch, multicrop_transform
 from dermino.losses.knowledge import class_prior_floor
 from dermino.losses.knowledge_heads import class_frequencies
 from dermino.pretrain import checkpoint as ckpt
-from dermino.pretrain import rescue
-from dermino.pretrain import collapse
+from dermino.pretrain import collapse, rescue
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
     DistInfo,
@@ -48,15 +49,22 @@ from dermino.pretrain.distributed import (
     shard_branches,
     wrap_model,
 )
+from dermino.pretrain.fast_step import (
+    FastStep,
+    fast_path_blocker,
+    make_adamw,
+    set_activation_checkpointing,
+    use_sdpa,
+)
 from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
 from dermino.pretrain.knowledge_monitor import COLUMNS as KNOWLEDGE_COLUMNS
 from dermino.pretrain.knowledge_monitor import monitor_for
 from dermino.pretrain.knowledge_setup import export_knowledge_head, knowledge_inputs
 from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
 from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
+from dermino.pretrain.warmup import HeadWarmup, head_warmup_steps, prepend, warmup_lr
 from dermino.progress import tqdm
 from dermino.runtime import seed_everything
-from dermino.pretrain.warmup import HeadWarmup, head_warmup_steps, prepend, warmup_lr
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +153,10 @@ class Trainer:
                      self.knowledge_summary["class_prior_floor"])
         else:
             self.classes = []
+        reader = open_for_rows(cfg.data.cache, self.df["image"].tolist(), "pretraining") if cfg.data.cache else read_rgb
         self.dataset = PretrainDataset(
-            self.df, MultiCropTransform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image  # type: ignore[arg-type]
+            self.df, multicrop_transform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
+            reader=reader,
         )
         sc = cfg.schedule
         self.world = self.dist.world_size
@@ -186,6 +196,8 @@ class Trainer:
 
         # ---- model
         self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes, class_prior).to(self.device)
+        use_sdpa(self.model)
+        set_activation_checkpointing(self.model.student.backbone, cfg.run.activation_checkpointing)
         self.fsdp = bool(cfg.run.fsdp)
         # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
         # for the kNN monitor and the export (same architecture and grid, whatever the init).
@@ -202,8 +214,7 @@ class Trainer:
                               layerwise_decay=cfg.optim.layerwise_decay)
         self.params = [p for g in groups for p in g["params"]]
         self.last_layer_params = [p for g in groups if g["last_layer"] for p in g["params"]]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas), fused=fused)
+        self.optimizer = make_adamw(groups, tuple(cfg.optim.betas), self.device)  # type: ignore[arg-type]
         prec = cfg.run.precision
         if prec not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {prec!r}")
@@ -277,7 +288,8 @@ class Trainer:
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        out = {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return finish_batch(out, self.cfg.crops.mean, self.cfg.crops.std)  # crops.photometric=device
 
     # ------------------------------------------------------------------ one step
 
@@ -353,6 +365,16 @@ class Trainer:
         if teacher_logits and "dino" in teacher_logits[0]:
             row.update(collapse.teacher_statistics(torch.cat([t["dino"] for t in teacher_logits]), float(temp)))
         return row
+
+    def _fast_step(self) -> FastStep | None:
+        """The sync-free step when configured and correct for this setup (else the reference step)."""
+        if not self.cfg.run.fast_step:
+            return None
+        why = fast_path_blocker(self)
+        if why:
+            log.info("reference training step: %s", why)
+            return None
+        return FastStep(self)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -515,21 +537,32 @@ class Trainer:
         if monitor and self.step == 0 and cfg.model.init_weights:
             monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
         stream = self.batches()
+        fast = self._fast_step()
         t0, images_since = time.perf_counter(), 0
         while self.step < self.total_steps:
             micro = [next(stream) for _ in range(self.accum)]
             try:
-                row = self.train_step(micro)
+                row = self.train_step(micro) if fast is None else fast(micro)
+                images_since += self.global_batch
+                bar.update(1)
+                done = self.step >= self.total_steps
+                k_due = bool(kmon) and ((k_every and self.step % k_every == 0) or done)
+                if fast is not None:  # device values: read (one sync) only when logging, saving or monitoring
+                    monitoring = monitor and cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0
+                    if not (self.step % cfg.run.log_every == 0 or self.step % cfg.run.checkpoint_every == 0
+                            or done or monitoring or k_due):
+                        continue
+                    row = fast.read(row)
+                    if self.bad_steps >= cfg.run.max_bad_steps:
+                        raise BadStepsError(f"{self.bad_steps} consecutive non-finite steps "
+                                            f"(steps {self.step - self.bad_steps + 1}-{self.step}); stopping")
             except BadStepsError as exc:
                 bar.close()
                 if metrics:
                     metrics.close()
                 raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
                                                             cfg.optim.base_lr)) from None
-            images_since += self.global_batch
-            bar.update(1)
-            done = self.step >= self.total_steps
-            if kmon and ((k_every and self.step % k_every == 0) or done):  # held-out knowledge diagnostics
+            if k_due:  # held-out knowledge diagnostics
                 row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
             if self.step % cfg.run.log_every == 0 or done or row["skipped"] or "knowledge_heldout" in row:
                 terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
