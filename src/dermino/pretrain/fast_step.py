@@ -87,6 +87,9 @@ def fast_path_blocker(trainer: Trainer) -> str | None:
         return "fp16 uses a GradScaler, which reads its scale every step"
     if not any(g.get("fused") for g in trainer.optimizer.param_groups):
         return "the optimizer is not fused AdamW (found_inf skipping needs it)"
+    warmup = getattr(trainer, "warmup", None)
+    if warmup is not None and warmup.steps > trainer.step:
+        return "the head warm-up freezes the backbone step by step (reference step only)"
     return None
 
 
