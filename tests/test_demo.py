@@ -109,3 +109,29 @@ def test_compare_two_backbones_of_the_run(demo_run, tmp_path, capsys):
     assert "hybrid - ssl-only" in capsys.readouterr().out
     assert main(["compare", str(out / "eval"), "hybrid", "no-such-backbone"]) == 2
     assert "'no-such-backbone' not in" in capsys.readouterr().err
+
+
+def test_report_is_rebuilt_from_the_demo_folder_alone(demo_run):
+    """The report reads files (steps.json, demo_config.yaml, results), not the Demo object."""
+    from dermino.report.demo_report import build_demo_report
+
+    out, html_path = demo_run
+    before = html_path.read_text()
+    html_path.unlink()
+    rebuilt, md = build_demo_report(str(out))
+    assert rebuilt == html_path and md.is_file()
+    text = rebuilt.read_text()
+    for title in SECTIONS:
+        assert title in text, title
+    # same sections and numbers; figures are re-rendered, and the provenance table now also lists
+    # the first report step, so compare from the first section up to that table
+    body = lambda s: re.sub(r"<img [^>]*>", "", s).split("<h2>", 1)[1].split("How this report was made")[0]  # noqa: E731
+    assert body(text) == body(before)
+
+
+def test_full_demo_needs_a_data_location(tmp_path, monkeypatch, capsys):
+    from dermino.cli import main
+
+    monkeypatch.delenv("DERMINO_DATA", raising=False)
+    assert main(["demo", "--full", "--out", str(tmp_path / "d")]) == 2
+    assert "DERMINO_DATA" in capsys.readouterr().err and not (tmp_path / "d").exists()
