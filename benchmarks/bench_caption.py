@@ -154,10 +154,11 @@ def main() -> None:
                 meta = json.loads(meta_path.read_text())
                 tr = argparse.Namespace(first_loss=float(log_df["loss"].iloc[0]), last_loss=float(log_df["loss"].iloc[-1]),
                                         steps=args.steps, seconds_per_step=meta["seconds_per_step"],
-                                        peak_memory_mb=meta["peak_memory_mb"], n_train=None)
+                                        peak_memory_mb=meta["peak_memory_mb"], n_train=None,
+                                        seconds=float(log_df["seconds"].sum()))
             else:
                 tr = train_captioner(cfg, lm=copy.deepcopy(lm), tokenizer=tok)
-            train_s = time.perf_counter() - t
+            train_s = tr.seconds if done else time.perf_counter() - t  # reused run: its logged step times
             t = time.perf_counter()
             res = evaluate_run(run, out_dir=results_dir, name=name, lm=copy.deepcopy(lm), tokenizer=tok)
             # one name for the dataset across conditions
