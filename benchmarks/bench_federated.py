@@ -90,18 +90,18 @@ def main() -> None:
         t_cmp = time.perf_counter() - t
         table = (folder / "comparison.md").read_text()
         print(f"\n## {name} ({cfg.data.column}: {', '.join(history['clients'].values())})\n")
-        print(table)
+        print(table, flush=True)
         print("seconds per round (after features are cached): "
               + ", ".join(f"{r}: {s:.2f}" for r, s in history["seconds_per_round"].items())
-              + f"; simulation total {t_sim:.1f}s (embedding included), comparison {t_cmp:.1f}s")
+              + f"; simulation total {t_sim:.1f}s (embedding included), comparison {t_cmp:.1f}s", flush=True)
         report["partitions"][name] = {
             "clients": history["clients"], "seconds_per_round": history["seconds_per_round"],
             "simulation_seconds": t_sim, "compare_seconds": t_cmp, "results": summary(folder),
             "federated_evaluate": history["evaluate"],
         }
-    dest = REPO / "benchmarks" / "results" / "federated.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(report, indent=2, default=float))
+        dest = REPO / "benchmarks" / "results" / "federated.json"  # after every partition: nothing lost
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(report, indent=2, default=float))
     print(f"\nwrote {dest}")
 
 

@@ -90,7 +90,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
         "backbone": {"overrides": {"depth": 2}},
         "embed": {"image_size": 56, "pool": "mean", "cache_dir": str(tmp_path / "cache")},
         "data": {"manifests": [str(p) for p in manifests.values()]},
-        "train": {"lr": 1e-3}, "strategy": {"rounds": 2, "min_clients": 2, "round_timeout": 90, "fraction_evaluate": 0.0},
+        "train": {"lr": 1e-3}, "strategy": {"rounds": 2, "min_clients": 2, "start_clients": 3, "round_timeout": 90, "fraction_evaluate": 0.0},
     }))
     cfg = load_federated_config(str(config))
     df = load_manifests(cfg.data, tmp_path)

@@ -55,6 +55,7 @@ class StrategySection:
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0  # 0 = no federated evaluation rounds (faster; compare evaluates after)
     min_clients: int = 2  # a round goes ahead once this many clients are connected / replied
+    start_clients: int = 0  # round 1 waits until this many sites are connected (0 = min_clients)
     round_timeout: float = 600.0  # seconds to wait for replies before aggregating what came
 
 
@@ -85,6 +86,7 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
         (cfg.strategy.name in STRATEGIES, f"strategy.name must be one of {STRATEGIES}"),
         (cfg.strategy.rounds >= 1, "strategy.rounds must be >= 1"),
         (cfg.strategy.min_clients >= 1, "strategy.min_clients must be >= 1"),
+        (cfg.strategy.start_clients >= 0, "strategy.start_clients must be >= 0"),
         (0 < cfg.strategy.fraction_train <= 1, "strategy.fraction_train must be in (0, 1]"),
         (0 <= cfg.strategy.fraction_evaluate <= 1, "strategy.fraction_evaluate must be in [0, 1]"),
         (cfg.strategy.proximal_mu >= 0, "strategy.proximal_mu must be >= 0"),

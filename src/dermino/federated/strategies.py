@@ -27,6 +27,19 @@ class _Logged:
     """Mixin: log each client's reply (metrics only: that is all a client sends back)."""
 
     log_path: Path
+    start_nodes: int = 0
+
+    def configure_train(self, server_round: int, arrays, config, grid):
+        """Round 1 waits for ``start_nodes`` sites; later rounds only for ``min_available_nodes``
+        (a site that died must not block the rest of the run)."""
+        if server_round == 1 and self.start_nodes > self.min_available_nodes:  # type: ignore[attr-defined]
+            usual = self.min_available_nodes  # type: ignore[attr-defined]
+            self.min_available_nodes = self.start_nodes  # type: ignore[attr-defined]
+            try:
+                return list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+            finally:
+                self.min_available_nodes = usual  # type: ignore[attr-defined]
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
 
     def _log(self, server_round: int, stage: str, replies: list[Message]) -> None:
         rows = []
@@ -79,6 +92,7 @@ def build_strategy(cfg: StrategySection, log_path: str | Path) -> FedAvg:
         strategy: FedAvg = LoggedFedProx(proximal_mu=cfg.proximal_mu, **common)
     else:
         strategy = LoggedFedAvg(**common)
+    strategy.start_nodes = cfg.start_clients  # type: ignore[attr-defined]
     strategy.log_path = Path(log_path)  # type: ignore[attr-defined]
     strategy.log_path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[attr-defined]
     return strategy
