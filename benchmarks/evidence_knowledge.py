@@ -195,7 +195,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=40000, help="images per main arm")
     ap.add_argument("--ablation-budget", type=int, default=4000, help="images per ablation row")
     ap.add_argument("--arms", default="", help="comma-separated run names (default: all)")
-    ap.add_argument("--stage", choices=["pretrain", "eval", "all"], default="all")
+    ap.add_argument("--stage", choices=["pretrain", "eval", "all", "summary"], default="all",
+                    help="summary: print the held-out diagnostics of every run so far (finished or not)")
     ap.add_argument("--heldout-every", type=int, default=50, help="steps between held-out diagnostics")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-size", type=int, default=56)
@@ -222,6 +223,19 @@ def main() -> None:
             print(name, json.dumps({k: v for k, v in runs[name].items() if k != "heldout_curve"}), flush=True)
         elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
             runs[name] = summarise_run(run_dir, budget)
+    if args.stage == "summary":
+        dest = REPO / "benchmarks" / "results" / "evidence_knowledge_partial.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps({"pretrain": runs}, indent=2, default=str))
+        for name, r in runs.items():
+            print(f"{name}: step {r['last_step']} ({r['last_step'] * 32} of {r['budget_images']} images), "
+                  f"{'complete' if r['complete'] else 'unfinished'}")
+            for i, step in enumerate(r.get("heldout_curve", {}).get("step", [])):
+                c = {k: v[i] for k, v in r["heldout_curve"].items()}
+                print(f"  step {step:5d}: held-out knowledge {c['knowledge_heldout']:.4f} vs class prior "
+                      f"{c['knowledge_heldout_prior']:.4f}; head AUROC {c['knowledge_heldout_auroc']:.3f}; "
+                      f"cos own {c['knowledge_cos_own']:.3f} / other {c['knowledge_cos_other']:.3f}")
+        print(f"wrote {dest}")
     if args.stage in ("eval", "all"):
         report = evaluate(runs, manifests, out, args)
         dest = REPO / "benchmarks" / "results" / "evidence_knowledge.json"

@@ -104,11 +104,12 @@ def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path
     assert cli(["zero-shot", str(tmp_path / "heldout.csv"), "--weights", weights, "--overrides", json.dumps(arch),
                 "--image-size", "28", "--cache-dir", str(tmp_path / "cache"), "--bootstrap", "50",
                 "--prompt", "melanoma=malignant melanoma"]) == 0
+    pd.concat([train, heldout]).to_csv(tmp_path / "all.csv", index=False)
     ecfg = EvalConfig(out_dir=str(tmp_path / "eval"), protocols=["zeroshot"], bootstrap=50, progress=False,
                       backbones=[BackboneSpec("hybrid", "dermino_vit_tiny_14", weights, arch)],
-                      datasets=[DatasetSpec("synthetic", str(tmp_path / "heldout.csv"), test_split="test", val_split="")])
+                      datasets=[DatasetSpec("synthetic", str(tmp_path / "all.csv"), test_split="test", val_split="")])
     ecfg.embed.image_size, ecfg.embed.cache_dir = 28, str(tmp_path / "cache")
-    ecfg.zeroshot.prompts = SYNONYMS
+    ecfg.zeroshot.prompts, ecfg.zeroshot.splits = SYNONYMS, ["test"]
     run_evaluation(ecfg)
     results = {(r.backbone, r.task): r for r in read_results(tmp_path / "eval" / "results")}
     assert results[("hybrid", "zeroshot")].metrics["auroc"].value == pytest.approx(auroc["value"])

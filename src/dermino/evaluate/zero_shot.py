@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dermino.data.disease_names import normalise_disease_name
 from dermino.data.manifest import read_manifest, split_labels
 from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
@@ -57,10 +58,12 @@ def head_path_for(weights: str | Path | None, head: str = "") -> Path:
 
 def labelled_rows(manifest: str | Path, splits: list[str], classes: list[str] | None = None
                   ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Rows with a first label (in ``splits`` when given), integer labels and class names."""
+    """Rows with a first label (in ``splits`` when given), integer labels and (normalised) class names."""
     df = read_manifest(manifest)
     root = df.attrs.get("root")
-    first = np.array([(split_labels(v) or [""])[0] for v in df.get("labels", pd.Series([""] * len(df)))])
+    # normalised ("BCC" -> "basal cell carcinoma"): the text encoder must see the disease, not an abbreviation
+    first = np.array([normalise_disease_name((split_labels(v) or [""])[0])
+                      for v in df.get("labels", pd.Series([""] * len(df)))])
     keep = first != ""
     if splits and "split" in df.columns:
         keep &= df["split"].isin(splits).to_numpy()
