@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,9 +31,6 @@ from torch import Tensor, nn
 from dermino.losses import masked_patch_weights
 from dermino.pretrain.distributed import full_value
 from dermino.pretrain.model import TERMS
-
-if TYPE_CHECKING:
-    from dermino.pretrain.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ def with_ibot_index(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def fast_path_blocker(trainer: Trainer) -> str | None:
+def fast_path_blocker(trainer: Any) -> str | None:  # a pretrain Trainer (not imported: no circle)
     """Why the fast step cannot be used for this trainer (None: it can)."""
     if trainer.scaler.is_enabled():
         return "fp16 uses a GradScaler, which reads its scale every step"
@@ -96,7 +93,7 @@ def fast_path_blocker(trainer: Trainer) -> str | None:
 class FastStep:
     """Callable like ``Trainer.train_step`` but returns device tensors; ``read`` turns them into floats."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Any):  # a pretrain Trainer
         why = fast_path_blocker(trainer)
         if why:
             raise ValueError(f"fast step unavailable: {why}")
@@ -197,9 +194,13 @@ class FastStep:
         out.update(zip(TERMS, terms, strict=True))
         out.update(loss=loss, grad_norm=grad_norm, skipped=int(skipped))
         self.t.bad_steps = int(consecutive)
-        if skipped:
-            log.warning("steps %d-%d: %d step(s) had a non-finite loss or gradient and were skipped (%d in a row now)",
-                        self.first_unread, self.t.step - 1, int(skipped), int(consecutive))
+        if skipped:  # steps numbered from 1, as in metrics.csv and the reference step's log
+            if self.t.step - self.first_unread == 1:
+                log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
+                            self.t.step, loss, grad_norm, int(consecutive))
+            else:
+                log.warning("steps %d-%d: %d step(s) had a non-finite loss or gradient and were skipped (%d in a row now)",
+                            self.first_unread + 1, self.t.step, int(skipped), int(consecutive))
         self.skipped.zero_()
         self.first_unread = self.t.step
         return out
