@@ -76,6 +76,16 @@ class _Head(nn.Module):
             self.register_buffer("weight", w)
         self.num_classes = w.shape[0]
 
+    # log scale / temperature are stored as shape (1,), not 0-d: FSDP2 cannot shard a scalar parameter
+    _ONE_ELEMENT = ("log_scale", "log_temperature")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for name in self._ONE_ELEMENT:  # files written with the earlier 0-d form still load
+            key = prefix + name
+            if key in state_dict and state_dict[key].ndim == 0:
+                state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def anchor_penalty(self) -> Tensor:
         """Mean squared distance of W's rows to W_init (0 when W is frozen)."""
         if not isinstance(self.weight, nn.Parameter):
@@ -117,7 +127,7 @@ class ProjectionHead(_Head):
         emb_dim = prototypes.shape[1]
         self.proj: nn.Module = nn.Identity() if in_dim == emb_dim else nn.Linear(in_dim, emb_dim)
         self._init_weight(prototypes, trainable)
-        log_scale = torch.tensor(math.log(init_scale))
+        log_scale = torch.tensor([math.log(init_scale)])
         if learnable_scale:
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -147,7 +157,7 @@ class Eq5Head(_Head):
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.register_buffer("text_map", fixed_text_map(prototypes, in_dim, seed))
         self._init_weight(prototypes.float() @ self.text_map.t(), trainable)
-        log_scale = torch.tensor(math.log(init_scale))
+        log_scale = torch.tensor([math.log(init_scale)])
         if learnable_scale:
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -185,12 +195,15 @@ class SigmoidMatchHead(_Head):
         if prior.shape != (c,):
             raise ValueError(f"class_prior must have {c} entries, got shape {tuple(prior.shape)}")
         self.bias = nn.Parameter(torch.logit(prior.clamp(1e-4, 1 - 1e-4)))
-        log_t = torch.tensor(math.log(init_temperature))
+        log_t = torch.tensor([math.log(init_temperature)])
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_t)
         else:
             self.register_buffer("log_temperature", log_t)
         self.register_buffer("pending_init", torch.tensor(class_prior is not None))
+        # the first batch's shift of the bias, kept apart from the parameter: a buffer is replicated
+        # under DDP and FSDP alike, while an in-place change of an FSDP parameter inside forward is lost
+        self.register_buffer("bias_shift", torch.zeros(c))
 
     @property
     def temperature(self) -> Tensor:
@@ -216,7 +229,7 @@ class SigmoidMatchHead(_Head):
         cos = self.cosines(cls, self.weight)
         if self.training and bool(self.pending_init):
             self._init_bias(cos.detach().float())
-        return self.temperature * cos + self.bias
+        return self.temperature * cos + (self.bias - self.bias_shift)
 
     @torch.no_grad()
     def _init_bias(self, cos: Tensor) -> None:
@@ -226,7 +239,7 @@ class SigmoidMatchHead(_Head):
             shift /= dist.get_world_size()
         if not bool(torch.isfinite(shift).all()):  # a poisoned batch (the step is skipped): wait for a good one
             return
-        self.bias.sub_(shift.to(self.bias))
+        self.bias_shift.copy_(shift.to(self.bias_shift))
         self.pending_init.fill_(False)
 
 
