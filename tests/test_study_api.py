@@ -59,7 +59,7 @@ def test_orders_differ_between_rounds(study):
     with store.sessions() as s:
         rows = s.execute(select(CaseOrder.reader_id, CaseOrder.round, CaseOrder.position, CaseOrder.case_id)).all()
     orders = {}
-    for rid, rnd, pos, cid in sorted(rows):
+    for rid, rnd, _pos, cid in sorted(rows):
         orders.setdefault((rid, rnd), []).append(cid)
     assert all(sorted(o) == [1, 2, 3, 4] for o in orders.values())
     assert any(orders[(r, 1)] != orders[(r, 2)] for r in (1, 2))

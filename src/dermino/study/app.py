@@ -14,11 +14,13 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import dermino
-from dermino.serve.app import STATIC_DIR
+import dermino.serve
 from dermino.study.routes import admin_router, reader_router
 from dermino.study.store import StudyStore
 
 STUDY_STATIC = Path(__file__).parent / "static"
+#: the serve UI's static folder (components.js, style.css); not imported from serve.app, which loads torch
+STATIC_DIR = Path(dermino.serve.__file__).parent / "static"
 
 
 def create_study_app(study: StudyStore) -> FastAPI:

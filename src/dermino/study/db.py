@@ -8,6 +8,7 @@ acknowledged it. The schema is created and upgraded by Alembic on every start (t
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,10 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_NAME = "study.db"
+STUDY_FILE = "study.json"
 
 
 def default_url(study_dir: str | Path) -> str:
     return f"sqlite:///{Path(study_dir).resolve() / DB_NAME}"
+
+
+def study_url(folder: str | Path) -> str:
+    """The database URL of a study folder (``study.json``'s ``db_url``, default SQLite inside it)."""
+    path = Path(folder) / STUDY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a study folder (no {STUDY_FILE}); run 'dermino study create'")
+    return json.loads(path.read_text()).get("db_url") or default_url(folder)
 
 
 def make_engine(url: str) -> Engine:

@@ -25,12 +25,11 @@ import pandas as pd
 from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve, split_labels
 from dermino.files import write_bytes_atomic, write_text_atomic
-from dermino.study.db import default_url, open_db, token_hash
+from dermino.study.db import STUDY_FILE, default_url, open_db, token_hash
 from dermino.study.models import Case, CaseOrder, Reader, Study
 from dermino.study.sampling import stratified_sample
 
 log = logging.getLogger(__name__)
-STUDY_FILE = "study.json"
 TOP_K = 3
 N_SIMILAR = 6
 
@@ -59,12 +58,6 @@ def read_readers(path: str | Path) -> list[dict[str, str]]:
     if dup:
         raise ValueError(f"{path}: duplicate reader names {dup}")
     return [{"name": n, "experience": (r.get("experience") or "").strip()} for n, r in zip(names, rows, strict=True)]
-
-
-def study_url(folder: str | Path) -> str:
-    """The database URL of a study folder (``study.json``'s ``db_url``, default SQLite inside it)."""
-    meta = json.loads((Path(folder) / STUDY_FILE).read_text())
-    return meta.get("db_url") or default_url(folder)
 
 
 def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[dict[str, Any]]

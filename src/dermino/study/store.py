@@ -15,9 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dermino.study.db import open_db, token_hash
+from dermino.study.db import open_db, study_url, token_hash
 from dermino.study.models import Answer, Case, CaseOrder, Reader, Study, utcnow
-from dermino.study.setup import study_url
 
 
 class StudyError(Exception):
