@@ -4,7 +4,7 @@ import { el, renderMessage } from "/static/components.js";
 const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const headers = { "X-Admin-Token": token };
 const $ = (id) => document.getElementById(id);
-const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : typeof v === "number" ? v.toFixed(d) : String(v));
+const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : Number.isInteger(v) ? String(v) : typeof v === "number" ? v.toFixed(d) : String(v));
 
 async function get(path) {
   const res = await fetch(`/study/api/admin${path}`, { headers });
