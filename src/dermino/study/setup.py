@@ -25,7 +25,7 @@ import pandas as pd
 from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve, split_labels
 from dermino.files import write_bytes_atomic, write_text_atomic
-from dermino.study.db import STUDY_FILE, default_url, open_db, token_hash
+from dermino.study.db import DB_NAME, STUDY_FILE, default_url, open_db, token_hash
 from dermino.study.models import Case, CaseOrder, Reader, Study
 from dermino.study.sampling import stratified_sample
 
@@ -97,7 +97,9 @@ def create_study(manifest: str | Path, n_cases: int, readers: str | Path, classi
 
     out = Path(out)
     if (out / STUDY_FILE).exists():
-        raise FileExistsError(f"{out} already holds a study ({STUDY_FILE}); choose another --out")
+        raise ValueError(f"{out} already holds a study ({STUDY_FILE}); choose another --out")
+    if not db_url and (out / DB_NAME).exists():
+        raise ValueError(f"{out / DB_NAME} is left from an interrupted 'study create'; delete {out} and rerun")
     reader_rows = read_readers(readers)
     df = read_manifest(manifest)
     if split:
