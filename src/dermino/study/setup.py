@@ -66,7 +66,8 @@ def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[
     from dermino.serve.explain import explain_image, png_bytes
 
     out = []
-    probs, feats = classifier.predict(images)
+    parts = [classifier.predict(images[i:i + 16]) for i in range(0, len(images), 16)]  # bounded memory
+    probs, feats = np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
     for k, (image, row) in enumerate(zip(images, case_rows, strict=True)):
         order = np.argsort(-probs[k])[:TOP_K]
         ai: dict[str, Any] = {"top": [{"label": classifier.label_names[i], "probability": float(probs[k][i])}
@@ -85,6 +86,8 @@ def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[
                     break
         overlay, _, _ = explain_image(classifier.backbone, classifier.transform, image, "rollout")
         out.append((ai, png_bytes(overlay)))
+        if (k + 1) % 20 == 0:
+            log.info("study: AI help for %d/%d cases", k + 1, len(images))
     return out
 
 

@@ -90,6 +90,8 @@ class StudyStore:
             row = s.scalars(select(CaseOrder).where(CaseOrder.reader_id == reader.id, CaseOrder.round == prog.round,
                                                     CaseOrder.case_id.not_in(answered))
                             .order_by(CaseOrder.position)).first()
+            if row is None:
+                raise StudyError(500, f"reader {reader.name!r} has no case order for round {prog.round}")
             if row.first_shown is None:
                 row.first_shown = utcnow()
             case = s.get(Case, row.case_id)
