@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "dermino.serve.cli_export",
     "explain": "dermino.serve.cli_explain",
     "serve": "dermino.serve.cli",
+    "study": "dermino.study.cli",
 }
 
 

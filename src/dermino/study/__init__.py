@@ -1,0 +1,1 @@
+"""Two-round human-AI reader study: set-up, web app, durable storage and paired analysis."""

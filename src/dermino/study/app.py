@@ -1,0 +1,39 @@
+"""The study web app: the study routers, the study pages and the serve UI's shared components.
+
+The AI's help was computed at ``study create``, so the study server loads no model. The
+routers can also be mounted into the main app (``create_app(service, routers=...)``) with
+``app.state.study`` set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+import dermino
+import dermino.serve
+from dermino.study.routes import admin_router, reader_router
+from dermino.study.store import StudyStore
+
+STUDY_STATIC = Path(__file__).parent / "static"
+#: the serve UI's static folder (components.js, style.css); not imported from serve.app, which loads torch
+STATIC_DIR = Path(dermino.serve.__file__).parent / "static"
+
+
+def create_study_app(study: StudyStore) -> FastAPI:
+    app = FastAPI(title="dermino reader study", version=dermino.__version__,
+                  description="Two-round reader study (unaided, then with the AI's help). Research tool.")
+    app.state.study = study
+    app.include_router(reader_router)
+    app.include_router(admin_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")  # components.js, style.css
+    app.mount("/study", StaticFiles(directory=STUDY_STATIC, html=True), name="study")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/study/reader.html")
+
+    return app
