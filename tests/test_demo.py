@@ -7,6 +7,7 @@ import math
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,29 @@ def test_full_demo_needs_a_data_location(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DERMINO_DATA", raising=False)
     assert main(["demo", "--full", "--out", str(tmp_path / "d")]) == 2
     assert "DERMINO_DATA" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_report_rebuilds_from_a_moved_folder_with_relative_paths(demo_run, tmp_path, monkeypatch):
+    """`dermino demo --out demo_output` records paths relative to where it ran; the report still finds
+    the pretraining runs when rebuilt from another directory, or after the folder was moved."""
+    import shutil
+
+    import yaml
+
+    from dermino.report.demo_report import build_demo_report
+
+    out, _ = demo_run
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(out, moved)
+    cfg = yaml.safe_load((moved / "demo_config.yaml").read_text())
+    cfg["out"] = "demo_output"
+    (moved / "demo_config.yaml").write_text(yaml.safe_dump(cfg))
+    steps = json.loads((moved / "steps.json").read_text())
+    for s in steps:
+        if s["name"].startswith("pretrain:"):
+            s["detail"]["out"] = "demo_output/" + str(Path(s["detail"]["out"]).relative_to(out))
+    (moved / "steps.json").write_text(json.dumps(steps))
+    monkeypatch.chdir(tmp_path)
+    _, md = build_demo_report(moved)
+    runs_table = md.read_text().split("## Pretraining", 1)[1].split("## ", 1)[0]
+    assert "| hybrid |" in runs_table and "| ssl-only |" in runs_table

@@ -49,9 +49,21 @@ class DemoRun:
                 raise FileNotFoundError(f"{p} not found: is {out} the output folder of `dermino demo`?")
         steps = [SimpleNamespace(**s) for s in json.loads(steps_path.read_text())]
         cfg = SimpleNamespace(**(yaml.safe_load(cfg_path.read_text()) or {}))
-        pretrain_dirs = {s.name.split(":", 1)[1].strip(): Path(s.detail["out"]) for s in steps
-                         if s.name.startswith("pretrain:") and "out" in s.detail}
+        pretrain_dirs = {s.name.split(":", 1)[1].strip(): _inside(out, getattr(cfg, "out", None), s.detail["out"])
+                         for s in steps if s.name.startswith("pretrain:") and "out" in s.detail}
         return cls(out, cfg, steps, pretrain_dirs, ["random-init", *pretrain_dirs])
+
+
+def _inside(folder: Path, recorded_out: str | None, path: str) -> Path:
+    """A path the demo recorded relative to the directory it ran in, re-rooted at ``folder`` so the
+    report can be rebuilt from anywhere (and after the folder was moved)."""
+    p = Path(path)
+    if recorded_out and not p.is_absolute():
+        try:
+            return folder / p.relative_to(recorded_out)
+        except ValueError:
+            pass
+    return p
 
 
 def _data_section(demo: DemoRun) -> Section:
@@ -163,6 +175,8 @@ def _pretrain_section(demo: DemoRun) -> Section:
         floor = _knowledge_floor(d)
         row["knowledge: class-prior level"] = "—" if floor is None else f"{floor:.3f}"
         held = df.dropna(subset=["knowledge_heldout"]) if "knowledge_heldout" in df else df.iloc[0:0]
+        for col in ("held-out knowledge (prior level)", "held-out head AUROC", "cos own / other prototype"):
+            row[col] = "—"  # a run without the knowledge head (or without a held-out set)
         if len(held):
             last = held.iloc[-1]
             row["held-out knowledge (prior level)"] = (f"{last['knowledge_heldout']:.3f} "
