@@ -22,3 +22,23 @@ def onehot_labels(gt: pd.DataFrame, path: Path, codes: dict[str, str]) -> list[s
             raise ValueError(f"{path}: row {i} ({gt.iloc[i, 0]}): expected one diagnosis set, got {hits}")
         out.append(normalise_disease_name(codes[hits[0]]))
     return out
+
+
+def listed_images(gt_path: Path | None, images: dict[str, Path], codes: dict[str, str],
+                  missing: list[str], fill_absent: dict[str, str] | None = None) -> list[tuple[str, Path, str]]:
+    """(image id, file, canonical label) of each row of the ground-truth table at ``gt_path``; with no
+    table, every image found, unlabelled. Ids the table lists without a file are appended to ``missing``.
+    ``fill_absent``: columns a release may omit (ISIC 2019's test table has no UNK), with their value."""
+    if gt_path is None:
+        return [(k, images[k], "") for k in sorted(images)]
+    gt = pd.read_csv(gt_path, dtype=str, keep_default_na=False)
+    for col, value in (fill_absent or {}).items():
+        if col not in gt.columns:
+            gt[col] = value
+    out = []
+    for iid, label in zip(gt["image"], onehot_labels(gt, gt_path, codes), strict=True):
+        if iid in images:
+            out.append((iid, images[iid], label))
+        else:
+            missing.append(iid)
+    return out

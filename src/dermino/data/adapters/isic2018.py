@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._common import download_files, finish, index_files, rel
-from ._onehot import onehot_labels
+from ._onehot import listed_images
 
 NAME = "isic2018"
 CODES = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "BKL": "bkl", "DF": "df", "VASC": "vasc"}
@@ -43,16 +43,7 @@ def build_manifest(root: Path) -> pd.DataFrame:
         groups_path = root / f"ISIC2018_Task3_{part}_LesionGroupings.csv"
         groups = (pd.read_csv(groups_path, dtype=str, keep_default_na=False).set_index("image")
                   if groups_path.is_file() else pd.DataFrame())
-        if gt_path is not None:
-            gt = pd.read_csv(gt_path, dtype=str, keep_default_na=False)
-            listed = list(zip(gt["image"], onehot_labels(gt, gt_path, CODES), strict=True))
-        else:
-            listed = [(k, "") for k in sorted(images)]
-        for iid, label in listed:
-            img = images.get(iid)
-            if img is None:
-                missing.append(iid)
-                continue
+        for iid, img, label in listed_images(gt_path, images, CODES, missing):
             g = groups.loc[iid] if iid in groups.index else {}
             rows.append({"image": rel(img, root), "split": split if gt_path is not None else "none",
                          "labels": label, "lesion_id": g.get("lesion_id", ""), "modality": "dermoscopic",

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..disease_names import normalise_disease_name
 from ._common import clean, clean_age, clean_sex, download_files, finish, index_files, rel
-from ._onehot import onehot_labels
+from ._onehot import listed_images
 
 NAME = "isic2019"
 CODES = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "ak", "BKL": "bkl", "DF": "df", "VASC": "vasc",
@@ -46,18 +46,8 @@ def build_manifest(root: Path) -> pd.DataFrame:
         meta_path = root / f"ISIC_2019_{part}_Metadata.csv"
         meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False).set_index("image") if meta_path.is_file() \
             else pd.DataFrame()
-        if gt_path.is_file():
-            gt = pd.read_csv(gt_path, dtype=str, keep_default_na=False)
-            if "UNK" not in gt.columns:
-                gt["UNK"] = "0"
-            listed = list(zip(gt["image"], onehot_labels(gt, gt_path, CODES), strict=True))
-        else:
-            listed = [(k, "") for k in sorted(images)]
-        for iid, label in listed:
-            img = images.get(iid)
-            if img is None:
-                missing.append(iid)
-                continue
+        table = gt_path if gt_path.is_file() else None
+        for iid, img, label in listed_images(table, images, CODES, missing, fill_absent={"UNK": "0"}):
             m = meta.loc[iid] if iid in meta.index else {}
             rows.append({"image": rel(img, root), "split": split if gt_path.is_file() else "none", "labels": label,
                          "lesion_id": clean(m.get("lesion_id", "")), "sex": clean_sex(m.get("sex", "")),
