@@ -81,3 +81,18 @@ def test_a_new_field_is_checked_by_its_annotation_alone():
     for part in ("lr=-1: must be > 0", "mode='c'", "frac=1.0: must be > 0 and < 1", "inner.p=2.0",
                  "inner.n=0: must be >= 1", "items[1].p=-0.1"):
         assert part in msg
+
+
+def test_segment_cli_overrides_are_checked_before_training(tmp_path, capsys):
+    """Overrides typed after named flags used to skip the range checks (they were applied after load)."""
+    rc = main(["segment", "train", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "run"),
+               "epochs=0"])
+    assert rc == 2 and "epochs=0: must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_flags_are_taken_verbatim_and_overrides_win():
+    cfg = load_config(SegmentConfig, None, ["epochs=3"], flags={"out": "2024", "manifest": None, "epochs": 9})
+    assert cfg.out == "2024" and cfg.epochs == 3  # a flag value is never parsed as YAML; None = flag not given
+    with pytest.raises(ConfigError, match="no key 'nope'"):
+        load_config(SegmentConfig, None, flags={"nope": "x"})

@@ -219,8 +219,29 @@ def check_config(cfg: T, source: str = "config") -> T:
     return cfg
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file (if any), then CLI overrides; then every declared check."""
+def set_flags(cfg: T, flags: dict[str, Any]) -> T:
+    """Set ``dotted.key -> value`` pairs from named CLI flags, skipping ``None`` (flag not given).
+
+    Unlike :func:`apply_overrides` the value is taken as is: a path or name given with a flag is
+    never parsed as YAML (``--out 2024`` stays the string ``"2024"``).
+    """
+    for key, value in flags.items():
+        if value is None:
+            continue
+        *sections, leaf = key.split(".")
+        target: Any = cfg
+        for part in sections:
+            target = getattr(target, part)
+        if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+            raise ConfigError(f"flag for {key!r}: {type(target).__name__} has no key {leaf!r}")
+        setattr(target, leaf, value)
+    return cfg
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                flags: dict[str, Any] | None = None) -> T:
+    """Defaults of ``cls``, then the YAML file (if any), then named CLI flags, then ``key=value``
+    overrides; then every declared check, so nothing a user types escapes validation."""
     if path is None:
         cfg = cls()
     else:
@@ -231,6 +252,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         cfg = from_dict(cls, data, where=str(path))
+    cfg = set_flags(cfg, flags or {})
     return check_config(apply_overrides(cfg, overrides), str(path) if path is not None else cls.__name__)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermino.config import apply_overrides, load_config, save_config, to_dict
+from dermino.config import load_config, save_config, to_dict
 from dermino.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class Demo:
         from dermino.pretrain import PretrainConfig, pretrain
 
         overrides = self.pretrain_overrides(run, knowledge)
-        cfg = apply_overrides(load_config(PretrainConfig), overrides)
+        cfg = load_config(PretrainConfig, None, overrides)
         out = Path(pretrain(cfg))
         self.pretrain_dirs[run] = out
         self.backbones[run] = str(_exported_weights(out))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dermino.config import apply_overrides, load_config
+from dermino.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,17 +99,10 @@ def _train(args: argparse.Namespace) -> int:
     from dermino.caption.evaluate import evaluate_run
     from dermino.caption.train import train_captioner
 
-    cfg = load_config(CaptionConfig, args.config)
-    if args.manifest:
-        cfg.manifests = [str(m) for m in args.manifest]
-    for key, attr in (("encoder", "encoder"), ("lm", "lm")):
-        if getattr(args, key) is not None:
-            setattr(cfg.model, attr, getattr(args, key))
-    if args.weights is not None:
-        cfg.encoder_weights = args.weights
-    if args.out is not None:
-        cfg.out = args.out
-    cfg = apply_overrides(cfg, args.overrides)
+    flags = {"manifests": [str(m) for m in args.manifest] if args.manifest else None,
+             "model.encoder": args.encoder, "model.lm": args.lm,
+             "encoder_weights": args.weights, "out": args.out}
+    cfg = load_config(CaptionConfig, args.config, args.overrides, flags=flags)
     summary = train_captioner(cfg)
     print(f"run: {summary.run}  steps {summary.steps}  loss {summary.first_loss:.3f} -> {summary.last_loss:.3f}  "
           f"{summary.seconds_per_step:.2f} s/step  peak memory {summary.peak_memory_mb:.0f} MB  "

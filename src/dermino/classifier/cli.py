@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dermino.config import apply_overrides, load_config
+from dermino.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from dermino.classifier.train import ClassifierConfig, train_classifier
 
-    cfg = load_config(ClassifierConfig, args.config)
-    for key in ("manifest", "backbone", "weights", "out"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    cfg = apply_overrides(cfg, args.overrides)
+    flags = {key: getattr(args, key) for key in ("manifest", "backbone", "weights", "out")}
+    cfg = load_config(ClassifierConfig, args.config, args.overrides, flags=flags)
     cfg.validate()
     out = train_classifier(cfg)
     info = json.loads((out / "classifier.json").read_text())

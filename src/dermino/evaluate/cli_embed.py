@@ -28,13 +28,13 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import yaml
 
-    from dermino.config import apply_overrides
+    from dermino.config import load_config
     from dermino.data.manifest import read_manifest
     from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
     from dermino.files import atomic_path
     from dermino.models import create
 
-    cfg = apply_overrides(EmbedConfig(), args.overrides)
+    cfg = load_config(EmbedConfig, None, args.overrides)
     if not cfg.cache_dir:  # beside the output when there is one, else the documented cache folder
         cfg.cache_dir = str(Path(args.out).parent / "cache" / "embeddings") if args.out else ""
     df = read_manifest(args.manifest)

@@ -26,13 +26,13 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
     import yaml
 
-    from dermino.config import apply_overrides
+    from dermino.config import load_config
     from dermino.data.manifest import read_manifest, resolve
     from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
     from dermino.evaluate.maps import write_maps
     from dermino.models import create
 
-    cfg = apply_overrides(EmbedConfig(), args.overrides)
+    cfg = load_config(EmbedConfig, None, args.overrides)
     frames = []
     for m in args.manifest:
         df = read_manifest(m)

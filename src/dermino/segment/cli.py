@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dermino.config import apply_overrides, load_config
+from dermino.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,12 +52,8 @@ def _train(args: argparse.Namespace) -> int:
     from dermino.segment.predict import evaluate_segmentation
     from dermino.segment.train import train_segmentation
 
-    cfg = load_config(SegmentConfig, args.config)
-    # flags are set as plain strings (a path is never parsed as YAML), then key=value overrides win
-    for key in ("manifest", "backbone", "weights", "head", "out"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    cfg = apply_overrides(cfg, args.overrides)
+    flags = {key: getattr(args, key) for key in ("manifest", "backbone", "weights", "head", "out")}
+    cfg = load_config(SegmentConfig, args.config, args.overrides, flags=flags)
     run = train_segmentation(cfg)
     print(f"run: {run}")
     if not args.no_evaluate:
