@@ -17,22 +17,37 @@ from dermino.report.html import render_html
 from dermino.report.maps_section import maps_section
 
 
-def test_tsne_keeps_clusters_apart():
+def _three_clusters() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((3, 32)) * 5
     x = np.concatenate([c + rng.standard_normal((20, 32)) * 0.3 for c in centres])
-    y = np.repeat(np.arange(3), 20)
+    return x, np.repeat(np.arange(3), 20)
+
+
+def _neighbours_share_cluster(xy: np.ndarray, y: np.ndarray) -> bool:
+    """Every point's nearest neighbour on the map belongs to its own cluster."""
+    d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(len(xy)) * 1e9
+    return bool((y[d.argmin(1)] == y).all())
+
+
+def test_tsne_keeps_clusters_apart():
+    x, y = _three_clusters()
     xy = project_2d(x, "tsne")
-    assert xy.shape == (60, 2)
-    # every point's nearest neighbour on the map belongs to its own cluster
-    d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(60) * 1e9
-    assert (y[d.argmin(1)] == y).all()
+    assert xy.shape == (60, 2) and _neighbours_share_cluster(xy, y)
     with pytest.raises(ValueError, match="method must be"):
         project_2d(x, "pca")
 
 
+@pytest.mark.slow  # numba compiles UMAP on first use (about 15 s on 2 cores)
+def test_umap_keeps_clusters_apart():
+    pytest.importorskip("umap", reason="umap-learn is optional (pip install 'dermino[maps]')")
+    x, y = _three_clusters()
+    xy = project_2d(x, "umap")
+    assert xy.shape == (60, 2) and np.isfinite(xy).all() and _neighbours_share_cluster(xy, y)
+
+
 def test_umap_is_optional(monkeypatch):
-    # UMAP itself is not run here (numba compiles for over a minute); without it the error says what to install
+    # without umap-learn the error says what to install
     import dermino.evaluate.maps as maps
 
     monkeypatch.setattr(maps, "umap_available", lambda: False)
