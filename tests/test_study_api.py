@@ -151,3 +151,19 @@ def test_admin_progress_export_and_analysis(study):
     assert len(csv.text.strip().splitlines()) == 1 + 8
     res = c.get("/study/api/admin/analysis", headers=a).json()
     assert res["per_reader"][0]["reader"] == "alice" and len(res["plots"]) == 2
+
+
+def test_study_mounts_into_the_diagnosis_service(study):
+    """`dermino serve --study`: one port serves the clinician UI, the API and the study with its rules."""
+    from _serve_fixtures import tiny_classifier
+    from dermino.serve.app import create_app
+    from dermino.serve.service import Service
+    from dermino.study.app import mount_study
+
+    made, _, _ = study
+    with TestClient(mount_study(create_app(Service(tiny_classifier())), StudyStore(made.folder))) as c:
+        assert c.get("/").status_code == 200 and c.get("/static/components.js").status_code == 200
+        assert "/study/reader.js" in c.get("/study/reader.html").text and c.get("/study/reader.js").status_code == 200
+        assert c.get("/study/api/me", headers=H(made, "bob")).json()["name"] == "bob"
+        assert c.get("/study/api/me").status_code == 401
+        assert c.get("/health").status_code == 200

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image (default 40 MP)")
     p.add_argument("--save-uploads", metavar="DIR",
                    help="keep uploaded files in DIR (named by content hash); default: never written to disk")
+    p.add_argument("--study", metavar="DIR",
+                   help="a 'dermino study create' folder to host on the same port (pages under /study/)")
     p.add_argument("--max-batch", type=int, default=16, help="largest micro-batch of concurrent requests")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for batch-mates")
     p.set_defaults(func=_serve)
@@ -44,5 +46,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines; put it behind TLS and authentication",
                     args.host)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="info")
+    app = create_app(service)
+    if args.study:
+        from dermino.study.app import mount_study
+        from dermino.study.store import StudyStore
+
+        store = StudyStore(args.study)
+        mount_study(app, store)
+        print(f"study {store.name!r}: {store.n_cases} cases; "
+              f"http://{args.host}:{args.port}/study/reader.html#token=...", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -1,8 +1,7 @@
 """The study web app: the study routers, the study pages and the serve UI's shared components.
 
 The AI's help was computed at ``study create``, so the study server loads no model. The
-routers can also be mounted into the main app (``create_app(service, routers=...)``) with
-``app.state.study`` set.
+study can also live inside the main app (:func:`mount_study`, ``dermino serve --study``).
 """
 
 from __future__ import annotations
@@ -23,14 +22,24 @@ STUDY_STATIC = Path(__file__).parent / "static"
 STATIC_DIR = Path(dermino.serve.__file__).parent / "static"
 
 
-def create_study_app(study: StudyStore) -> FastAPI:
-    app = FastAPI(title="dermino reader study", version=dermino.__version__,
-                  description="Two-round reader study (unaided, then with the AI's help). Research tool.")
+def mount_study(app: FastAPI, study: StudyStore) -> FastAPI:
+    """Add the study's API (``/study/api``) and pages (``/study``) to ``app``.
+
+    Used by the stand-alone study server and by ``dermino serve --study``, which hosts the
+    study next to the diagnosis service on one port. The caller provides ``/static``.
+    """
     app.state.study = study
     app.include_router(reader_router)
     app.include_router(admin_router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")  # components.js, style.css
     app.mount("/study", StaticFiles(directory=STUDY_STATIC, html=True), name="study")
+    return app
+
+
+def create_study_app(study: StudyStore) -> FastAPI:
+    app = FastAPI(title="dermino reader study", version=dermino.__version__,
+                  description="Two-round reader study (unaided, then with the AI's help). Research tool.")
+    mount_study(app, study)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")  # components.js, style.css
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
