@@ -13,7 +13,7 @@ import pytest
 
 from dermino.demo import DemoConfig, quick, run_demo
 from dermino.report.html import format_metric
-from dermino.results import read_results
+from dermino.results import Metric, read_results
 
 SECTIONS = [
     "Data",
@@ -23,6 +23,7 @@ SECTIONS = [
     "Fairness by sex, age and estimated skin tone",
     "Lesion segmentation",
     "Similar cases",
+    "Deployment: calibrated classifier, attention maps, zero-shot",
     "How this report was made",
 ]
 
@@ -57,6 +58,24 @@ def test_demo_writes_every_result(demo_run):
     assert "melanoma" in summary["classes"] and 0 < summary["labelled_rows"] <= summary["rows"]
     assert 0 < summary["class_prior_floor"] < math.log(2)
     assert not (out / "pretrain" / "ssl-only" / "knowledge.json").exists()
+
+
+def test_demo_deploys_what_dermino_serve_loads(demo_run):
+    """The deploy step's folders are the ones `dermino serve` starts from, and the report shows their numbers."""
+    from dermino.classifier.model import load_classifier
+    from dermino.serve.index import CaseIndex
+    from dermino.serve.index_build import check_compatible
+
+    out, html_path = demo_run
+    clf = load_classifier(out / "deploy" / "classifier")
+    check_compatible(CaseIndex.load(out / "deploy" / "index"), clf, "--index")
+    info = json.loads((out / "deploy" / "classifier" / "classifier.json").read_text())
+    zs = json.loads((out / "deploy" / "zeroshot.json").read_text())
+    assert zs["dataset"] == "ph2" and set(zs["classes"]) == {"atypical nevus", "common nevus", "melanoma"}
+    html = html_path.read_text()
+    assert format_metric(Metric(**info["metrics"]["auroc"])) in html
+    assert format_metric(Metric(**zs["trained"]["auroc"])) in html
+    assert (out / "figures" / "attention.png").is_file()
 
 
 def test_report_has_every_section_with_numbers_from_the_results(demo_run):

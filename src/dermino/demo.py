@@ -2,7 +2,8 @@
 
 data → knowledge vocabulary → hybrid pretraining (and the SSL-only ablation) → kNN / linear
 evaluation with bootstrap CIs against random initialisation → fairness by sex and estimated
-skin tone → frozen-backbone lesion segmentation → one self-contained HTML report.
+skin tone → frozen-backbone lesion segmentation → a calibrated classifier with its similar-case
+index, attention maps and zero-shot scores → one self-contained HTML report.
 
 Every step calls the same public functions as the CLI commands, and the demo prints the
 equivalent command for each, so a user can re-run any step on their own data. The numbers
@@ -260,6 +261,51 @@ class Demo:
         same = float(np.mean([[labels[train[j]] == labels[q] for j in row] for q, row in zip(picked, idx, strict=True)]))
         return {"figure": str(png), "backbone": label, "neighbour_label_agreement": same}
 
+    def deploy(self) -> dict[str, Any]:
+        """What a clinic would put in front of clinicians: a calibrated classifier, the similar-case
+        index it serves, attention overlays, and zero-shot scoring with the knowledge head."""
+        from dermino.classifier.model import load_classifier
+        from dermino.classifier.train import ClassifierConfig, train_classifier
+        from dermino.data.images import read_rgb
+        from dermino.data.manifest import read_manifest, resolve, split_labels
+        from dermino.evaluate.embeddings import EmbedConfig
+        from dermino.evaluate.zero_shot import ZeroShotConfig, head_path_for, run_zero_shot
+        from dermino.report.gallery import attention_grid
+        from dermino.serve.explain import explain_image
+        from dermino.serve.index_build import build_index
+
+        c = self.cfg
+        label = "hybrid" if "hybrid" in self.backbones else next(iter(self.backbones))
+        weights, ddir = self.backbones[label], self.out / "deploy"
+        cache = str(self.out / "cache" / "embeddings")
+        ccfg = ClassifierConfig(manifest=str(self.manifests["ham10000"]), out=str(ddir / "classifier"),
+                                backbone=DEMO_ARCH, weights=weights or "", backbone_overrides=self.arch_overrides(),
+                                image_size=c.eval_size, cache_dir=cache, n_resamples=c.bootstrap, seed=c.seed)
+        clf_dir = train_classifier(ccfg)
+        clf = load_classifier(clf_dir)
+        build_index(clf, self.manifests["ham10000"], ddir / "index", cache_dir=cache, progress=False)
+        # attention overlays of test images, one per diagnosis, with the calibrated top-1 suggestion
+        df = read_manifest(self.manifests["ham10000"])
+        test = df[df["split"] == "test"]
+        firsts = test.groupby(test["labels"].map(lambda v: (split_labels(v) or ["?"])[0]), sort=True).head(1)
+        images = [read_rgb(resolve(df, v)) for v in firsts["image"].head(4)]
+        probs, _ = clf.predict(images)
+        overlays = [explain_image(clf.backbone, clf.transform, im)[0] for im in images]
+        captions = [f"truth: {(split_labels(t) or ['?'])[0]}\nAI: {clf.label_names[int(p.argmax())]} {p.max():.0%}"
+                    for t, p in zip(firsts["labels"].head(4), probs, strict=True)]
+        grid = attention_grid(images, overlays, captions, self.out / "figures" / "attention.png")
+        detail: dict[str, Any] = {"backbone": label, "classifier": str(clf_dir), "index": str(ddir / "index"),
+                                  "attention": str(grid),
+                                  "serve": f"dermino serve --classifier {clf_dir} --index {ddir / 'index'}"}
+        if weights and head_path_for(weights).is_file():
+            zs = run_zero_shot(DEMO_ARCH, weights, str(self.manifests["ph2"]), ZeroShotConfig(splits=["test"]),
+                               overrides=self.arch_overrides(), embed=EmbedConfig(image_size=c.eval_size,
+                                                                                  cache_dir=cache),
+                               bootstrap=c.bootstrap, seed=c.seed, dataset="ph2", name=label)
+            write_text_atomic(ddir / "zeroshot.json", json.dumps(zs, indent=2, default=str))
+            detail["zero_shot"] = str(ddir / "zeroshot.json")
+        return detail
+
     def report(self) -> dict[str, Any]:
         from dermino.report.demo_report import build_demo_report
 
@@ -282,6 +328,9 @@ class Demo:
         self._step("evaluate: kNN, linear probe, fairness, few-shot", "dermino evaluate --config eval_config.yaml", self.evaluate)
         self._step("segment: linear head on the frozen backbone (PH2)", "dermino segment train --manifest manifests/ph2.csv --backbone ... --head linear", self.segment)
         self._step("similar-case retrieval", "dermino embed ... (nearest neighbours by cosine)", self.retrieval)
+        self._step("deploy: calibrated classifier, similar-case index, attention maps, zero-shot",
+                   "dermino classifier train ... && dermino index build ... && dermino explain ... && "
+                   "dermino zero-shot manifests/ph2.csv --weights ...", self.deploy)
         self._step("report", f"dermino report {self.out / 'eval' / 'results'}", self.report)
         total = time.perf_counter() - t0
         md = (self.out / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""Picture grids for reports: similar-case retrieval and image/overlay strips.
+"""Picture grids for reports: similar-case retrieval and image / attention-overlay strips.
 
 Why: a table of AUROCs says how often the model is right; a clinician wants to see *which*
 cases it thinks are alike. The grid shows each query beside its nearest training images with
@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from dermino.data.images import read_rgb  # noqa: E402
 
@@ -53,6 +54,33 @@ def retrieval_grid(
             ax.imshow(read_rgb(path))
             colour = "green" if label == query_labels[r] else "firebrick"
             ax.set_title(f"{label}\ncos {similarities[r][c - 1]:.2f}", fontsize=7, color=colour)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def attention_grid(
+    images: Sequence[Image.Image],
+    overlays: Sequence[Image.Image],
+    captions: Sequence[str],
+    out_png: str | Path,
+    thumb: float = 2.0,
+) -> Path:
+    """One column per case: the image above its attention overlay, captioned (e.g. truth vs the AI)."""
+    n = len(images)
+    if not n or len(overlays) != n or len(captions) != n:
+        raise ValueError(f"need as many overlays and captions as images, got {n}/{len(overlays)}/{len(captions)}")
+    fig, axes = plt.subplots(2, n, figsize=(n * thumb, 2 * thumb + 0.5), squeeze=False)
+    for c in range(n):
+        axes[0][c].imshow(images[c])
+        axes[0][c].set_title(captions[c], fontsize=7)
+        axes[1][c].imshow(overlays[c])
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
