@@ -121,3 +121,33 @@ def test_shipped_configs_load(name):
     assert cfg.backbones and cfg.datasets
     for ds in cfg.datasets:
         assert not Path(ds.manifest).is_absolute()
+
+
+def test_ordinal_grades_add_quadratic_weighted_kappa(tmp_path, capsys):
+    """A graded task (PH2: common nevus < atypical nevus < melanoma) reports QWK with a CI, equal to
+    scikit-learn's on the saved predictions; ordinal without an ordered class list is refused."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from dermino.data.sample import sample_manifests
+
+    ph2 = sample_manifests(tmp_path / "m")["ph2"]
+    grades = ["common nevus", "atypical nevus", "melanoma"]
+    cfg = {
+        "name": "grades", "out_dir": str(tmp_path / "out"), "bootstrap": 40, "progress": False,
+        "backbones": [{"name": "tiny", "model": "dermino_vit_tiny_14",
+                       "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 28}}],
+        "datasets": [{"name": "ph2", "manifest": str(ph2), "classes": grades, "ordinal": True, "val_split": ""}],
+        "protocols": ["knn"], "embed": {"image_size": 28, "cache_dir": str(tmp_path / "cache")},
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "--config", str(path)]) == 0
+    (res,) = read_results(tmp_path / "out" / "results")
+    qwk = res.metrics["qwk"]
+    assert qwk.ci_low is not None and qwk.ci_low <= qwk.value <= qwk.ci_high
+    saved = np.load(tmp_path / "out" / "predictions" / "tiny__ph2__knn.npz")
+    assert qwk.value == pytest.approx(cohen_kappa_score(saved["y_true"], saved["pred"], weights="quadratic"))
+    assert list(saved["class_names"]) == grades
+    cfg["datasets"][0]["classes"] = []
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "--config", str(path)]) == 2 and "ordinal needs" in capsys.readouterr().err

@@ -33,6 +33,9 @@ class DatasetSpec:
     label_column: str = "labels"  # first ';'-separated label is the class
     positive: str = ""  # when set: binary task, this label vs the rest (e.g. melanoma)
     classes: list[str] = field(default_factory=list)  # fixed class order (default: sorted)
+    # graded task (e.g. acne severity): `classes` lists the grades from lowest to highest, and the
+    # results add quadratic weighted kappa, which counts a two-grade miss four times a one-grade miss
+    ordinal: bool = False
     test_split: str = "test"  # manifest split used as test (e.g. "val" when test is unlabelled)
     val_split: str = "val"  # manifest split for model selection; "" or absent: carved from train by group
     val_fraction: float = 0.15
@@ -82,5 +85,9 @@ class EvalConfig:
             raise ValueError(f"evaluate config: backbone names must be unique, got {names}")
         if self.reference and self.reference not in names:
             raise ValueError(f"evaluate config: reference {self.reference!r} is not one of {names}")
+        for ds in self.datasets:
+            if ds.ordinal and (ds.positive or len(ds.classes) < 2):
+                raise ValueError(f"dataset {ds.name}: ordinal needs `classes` listing at least two grades in "
+                                 "order (lowest first) and no `positive`")
         if "fairness" in self.protocols and self.fairness.protocol not in self.protocols:
             raise ValueError(f"fairness.protocol {self.fairness.protocol!r} must also be in protocols")

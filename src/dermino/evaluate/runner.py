@@ -30,7 +30,7 @@ from dermino.evaluate.fairness import fairness_report, group_columns
 from dermino.evaluate.fewshot import run_fewshot
 from dermino.evaluate.knn import knn_protocol
 from dermino.evaluate.linear import linear_protocol
-from dermino.evaluate.metrics import CLASSIFICATION_METRICS, classification_summary
+from dermino.evaluate.metrics import CLASSIFICATION_METRICS, ORDINAL_METRICS, classification_summary
 from dermino.evaluate.splits import carve_validation
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.evaluate.task import EvalTask, Predictions
@@ -137,10 +137,11 @@ def _groups(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _metrics_with_ci(preds: Predictions, cfg: EvalConfig) -> dict[str, Metric]:
+def _metrics_with_ci(preds: Predictions, cfg: EvalConfig, ordinal: bool = False) -> dict[str, Metric]:
     present = [int(k) for k in np.unique(preds.y_true)]
     out = {}
-    for name, fn in CLASSIFICATION_METRICS.items():
+    metrics = {**CLASSIFICATION_METRICS, **(ORDINAL_METRICS if ordinal else {})}
+    for name, fn in metrics.items():
         out[name] = bootstrap_ci(
             lambda y, pr, pd_, fn=fn: fn(y, pr, pd_, present),
             preds.y_true, preds.probs, preds.pred, n_resamples=cfg.bootstrap, seed=cfg.seed,
@@ -250,7 +251,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 by_protocol[name] = preds
                 summary = classification_summary(preds.y_true, preds.probs, preds.pred, ds.class_names)
                 res = Result(
-                    backbone=bb.name, dataset=spec.name, task=name, metrics=_metrics_with_ci(preds, cfg),
+                    backbone=bb.name, dataset=spec.name, task=name, metrics=_metrics_with_ci(preds, cfg, spec.ordinal),
                     config={**common, name: asdict(getattr(cfg, name))},
                     extra={"per_class": summary["per_class"], "absent": summary["absent"],
                            "class_names": ds.class_names, "selection": preds.info},
