@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from dermino.files import UnsafeFileError, atomic_path, load_torch, save_atomic
+from dermino.files import UnsafeFileError, atomic_dir, atomic_path, load_torch, save_atomic
 from dermino.pretrain.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dermino.segment.predict import load_run
 
@@ -75,3 +75,19 @@ def test_atomic_path_removes_temp_on_error_and_keeps_old(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
     save_atomic({"t": torch.ones(1)}, tmp_path / "t.pt")
     assert torch.equal(load_torch(tmp_path / "t.pt")["t"], torch.ones(1))
+
+
+def test_atomic_dir_swaps_whole_folders_and_keeps_the_old_one_on_error(tmp_path):
+    target = tmp_path / "clf"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("1")
+        (tmp / "b.bin").write_bytes(b"x")
+    assert sorted(p.name for p in target.iterdir()) == ["a.json", "b.bin"]
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("2")
+        raise RuntimeError("killed mid-write")
+    assert (target / "a.json").read_text() == "1" and (target / "b.bin").is_file()
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("3")
+    assert [p.name for p in target.iterdir()] == ["a.json"]  # replaced as a whole, no stale files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]  # no temporary or old folders left

@@ -10,7 +10,6 @@ does not match fails loudly instead of predicting garbage.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dermino.evaluate.embeddings import EvalTransform, pool_features
+from dermino.files import atomic_dir
 from dermino.models import create
 from dermino.models.backbone import ViTBackbone
 
@@ -96,31 +96,24 @@ def backbone_spec(name: str, model: nn.Module, overrides: dict[str, Any] | None 
 def save_classifier(model: Classifier, out_dir: str | Path) -> Path:
     """Write the folder atomically: a crash leaves the previous folder (or none), never half of one."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_FILE))
-    config = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "label_names": model.label_names,
-        "backbone": model.backbone_spec,
-        "pool": model.pool,
-        "feat_dim": int(model.head.in_features),
-        "temperature": float(model.temperature),
-        "preprocessing": model.transform.params(),
-        **model.info,
-    }
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
-    for extra in out.glob("*.png") if out.is_dir() else []:  # keep plots written beside it
-        if not (tmp / extra.name).exists():
-            shutil.copy2(extra, tmp / extra.name)
-    old = out.with_name(out.name + f".old{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        config = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "label_names": model.label_names,
+            "backbone": model.backbone_spec,
+            "pool": model.pool,
+            "feat_dim": int(model.head.in_features),
+            "temperature": float(model.temperature),
+            "preprocessing": model.transform.params(),
+            **model.info,
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default))
+        for extra in out.glob("*.png") if out.is_dir() else []:  # keep plots written beside it
+            if not (tmp / extra.name).exists():
+                shutil.copy2(extra, tmp / extra.name)
     return out
 
 

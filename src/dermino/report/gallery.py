@@ -54,15 +54,7 @@ def retrieval_grid(
             ax.imshow(read_rgb(path))
             colour = "green" if label == query_labels[r] else "firebrick"
             ax.set_title(f"{label}\ncos {similarities[r][c - 1]:.2f}", fontsize=7, color=colour)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save_grid(fig, axes, out_png)
 
 
 def attention_grid(
@@ -81,6 +73,11 @@ def attention_grid(
         axes[0][c].imshow(images[c])
         axes[0][c].set_title(captions[c], fontsize=7)
         axes[1][c].imshow(overlays[c])
+    return _save_grid(fig, axes, out_png)
+
+
+def _save_grid(fig: plt.Figure, axes: np.ndarray, out_png: str | Path) -> Path:
+    """Picture grids show images only: no ticks; tight layout; the PNG written, the figure closed."""
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -14,8 +14,6 @@ import base64
 import io
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+from dermino.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +114,18 @@ class CaseIndex:
     def save(self, folder: str | Path) -> Path:
         """One folder, replaced atomically (a crash leaves the previous index intact)."""
         out = Path(folder)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "thumbs").mkdir(parents=True)
-        names = []
-        for i, jpeg in enumerate(self.thumbs):
-            name = f"{i:07d}.jpg"
-            (tmp / "thumbs" / name).write_bytes(jpeg)
-            names.append(name)
-        save_file({"embeddings": self.embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
-        records = [{**r, "thumb": n} for r, n in zip(self.records, names, strict=True)]
-        (tmp / "records.json").write_text(json.dumps(records, indent=1, default=str))
-        meta = {"format": FORMAT, "version": 1, "dim": self.dim, "n": len(self), "embedder": self.embedder}
-        (tmp / "index.json").write_text(json.dumps(meta, indent=2))
-        old = out.with_name(out.name + f".old{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(out) as tmp:
+            (tmp / "thumbs").mkdir(parents=True)
+            names = []
+            for i, jpeg in enumerate(self.thumbs):
+                name = f"{i:07d}.jpg"
+                (tmp / "thumbs" / name).write_bytes(jpeg)
+                names.append(name)
+            save_file({"embeddings": self.embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
+            records = [{**r, "thumb": n} for r, n in zip(self.records, names, strict=True)]
+            (tmp / "records.json").write_text(json.dumps(records, indent=1, default=str))
+            meta = {"format": FORMAT, "version": 1, "dim": self.dim, "n": len(self), "embedder": self.embedder}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2))
         return out
 
     @classmethod
