@@ -146,13 +146,13 @@ def test_a_crashing_client_does_not_stop_the_run(work):
     from dermino.federated.simulation import simulate
 
     cfg = cfg_for(work, "crash", "strategy.rounds=2", "strategy.min_clients=2")
-    history = simulate(cfg, grid_hook=lambda g: g.down.add(2))  # node 2 never answers
+    history = simulate(cfg, grid_hook=lambda g: g.down.add(g.FIRST_NODE + 1))  # the 2nd site never answers
     assert set(history["evaluate"]) == {"1", "2"}
     rows = [json.loads(line) for line in Path(f"{cfg.out_dir}/rounds.jsonl").read_text().splitlines()]
-    assert sum("error" in r for r in rows) == 4 and all(r["node"] == 2 for r in rows if "error" in r)
+    assert sum("error" in r for r in rows) == 4 and all(r["node"] == 3 for r in rows if "error" in r)
     # fewer good replies than min_clients: the last good global model is kept, not a 1-site "average"
     cfg_strict = cfg_for(work, "crash_strict", "strategy.rounds=1", "strategy.min_clients=3")
-    simulate(cfg_strict, grid_hook=lambda g: g.down.add(1))
+    simulate(cfg_strict, grid_hook=lambda g: g.down.add(g.FIRST_NODE))
     r0, r1 = (torch.load(f"{cfg_strict.out_dir}/global/round_00{i}.pt", weights_only=True) for i in (0, 1))
     assert torch.equal(r0["state"]["fc.weight"], r1["state"]["fc.weight"])
 

@@ -100,7 +100,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     feats = {c: client_features(cfg, d) for c, d in sites.items()}  # warm the cache the sites share
 
     certs = make_certificates(tmp_path / "certs")
-    fleet, serverappio, control, *appio = free_ports(6)
+    link, *appio = free_ports(4)
     env = flower_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                      HF_HUB_OFFLINE="1")
     logs = tmp_path / "logs"
@@ -109,7 +109,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     server = None
     try:
         for i, c in enumerate(clients):
-            cmd = supernode_command(f"127.0.0.1:{fleet}", str(config), c, f"127.0.0.1:{appio[i]}",
+            cmd = supernode_command(f"127.0.0.1:{link}", str(config), c, f"127.0.0.1:{appio[i]}",
                                     TLS(ca_cert=certs["ca"]))
             with open(logs / f"supernode_{c}.log", "wb") as fh:
                 nodes.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
@@ -118,8 +118,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
         with open(logs / "server.log", "wb") as fh:
             server = subprocess.Popen(
                 [sys.executable, "-m", "dermino.cli", "federate", "server", "--config", str(config),
-                 "--out", str(out), "--fleet", f"127.0.0.1:{fleet}", "--serverappio", f"127.0.0.1:{serverappio}",
-                 "--control", f"127.0.0.1:{control}", "--ca-cert", certs["ca"], "--cert", certs["cert"],
+                 "--out", str(out), "--address", f"127.0.0.1:{link}", "--ca-cert", certs["ca"], "--cert", certs["cert"],
                  "--key", certs["key"], "--timeout", "400"],
                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         wait_for(out / "global" / "round_001.pt", 300, server)
