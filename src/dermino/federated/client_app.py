@@ -18,7 +18,13 @@ from flwr.clientapp import ClientApp
 from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import ClientData, client_data, load_manifests
 from dermino.federated.task import evaluate_head, train_head
-from dermino.federated.trainable import build_model, load_trainable, site_inputs, trainable_names, trainable_state
+from dermino.federated.trainable import (
+    build_model,
+    load_trainable,
+    site_inputs,
+    trainable_names,
+    trainable_state,
+)
 
 log = logging.getLogger(__name__)
 app = ClientApp()

@@ -21,7 +21,13 @@ from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import class_names, client_names, load_manifests
 from dermino.federated.strategies import build_strategy
 from dermino.federated.task import init_head, load_numpy
-from dermino.federated.trainable import base_reference, build_model, feature_dim, trainable_names, trainable_state
+from dermino.federated.trainable import (
+    base_reference,
+    build_model,
+    feature_dim,
+    trainable_names,
+    trainable_state,
+)
 from dermino.pretrain.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
