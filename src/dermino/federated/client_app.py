@@ -33,7 +33,7 @@ _SITES: dict[tuple, tuple[ClientData, np.ndarray]] = {}
 
 def site(cfg: FederatedConfig, config_path: str, partition: str, classes: list[str]) -> tuple[ClientData, np.ndarray]:
     """This site's rows and the frozen part's output for them (computed once per process)."""
-    key = (config_path, partition, tuple(classes), cfg.train.trainable)
+    key = (config_path, partition, tuple(classes), cfg.train.trainable, cfg.train.last_k)
     if key not in _SITES:
         df = load_manifests(cfg.data, cfg.out_dir)
         data = client_data(df, cfg.data, partition, classes)

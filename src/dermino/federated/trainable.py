@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from dermino.data.images import read_rgb
-from dermino.evaluate.embeddings import eval_transform, file_hash, pool_features
+from dermino.evaluate.embeddings import (
+    cache_key,
+    eval_transform,
+    file_hash,
+    model_hash,
+    pool_features,
+    resolve_cache_dir,
+    rows_hash,
+)
 from dermino.federated.config import LORA_TARGETS, TRAINABLE, FederatedConfig
 from dermino.federated.partitions import ClientData
 from dermino.federated.task import LinearHead, backbone, client_features, init_head
@@ -162,6 +170,27 @@ def _token_key(cfg: FederatedConfig, start: int) -> tuple:
             cfg.embed.image_size, cfg.embed.resize, cfg.embed.interpolation, start)
 
 
+def _cached_tokens(cfg: FederatedConfig, paths: list[str], start: int) -> np.ndarray:
+    """Frozen tokens from the disk cache (``embed.cache_dir``), computed and saved when missing.
+
+    In real processes Flower starts a fresh ClientApp process per message, so without this a
+    site would rerun the frozen blocks over its images every round.
+    """
+    from dermino.files import atomic_path
+
+    vit = backbone(cfg)
+    key = cache_key(model_hash(vit, cfg.backbone.weights), rows_hash([Path(p) for p in paths]),
+                    eval_transform(vit, cfg.embed), f"tokens-before-block-{start}")
+    path = resolve_cache_dir(cfg.embed.cache_dir) / "federated_tokens" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    tokens = _frozen_tokens(cfg, paths, start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, tokens)
+    return tokens
+
+
 def preload_inputs(cfg: FederatedConfig, frame) -> int:
     """Run the frozen part once for every image of ``frame`` (a process holding many partitions)."""
     if cfg.train.trainable == "head":
@@ -172,7 +201,7 @@ def preload_inputs(cfg: FederatedConfig, frame) -> int:
     bank = _TOKENS.setdefault(_token_key(cfg, start), {})
     paths = [p for p in dict.fromkeys(frame["image"].astype(str)) if p not in bank]
     if paths:
-        bank.update(zip(paths, _frozen_tokens(cfg, paths, start), strict=True))
+        bank.update(zip(paths, _cached_tokens(cfg, paths, start), strict=True))
     return len(bank)
 
 
