@@ -148,7 +148,9 @@ def main() -> None:
             for setting, lr in (("paper", PAPER_LR), ("tuned", tuned)):
                 cfg, history = sims[lr]["cfg"], sims[lr]["history"]
                 t = time.perf_counter()
-                folder = compare(cfg)
+                folder = Path(cfg.out_dir) / "compare"
+                if setting == "paper" or lr != PAPER_LR:  # the paper's lr won the selection: same run, same table
+                    compare(cfg)
                 res = summary(folder)
                 entry[setting] = {"lr": lr, "clients": history["clients"],
                                   "seconds_per_round": history["seconds_per_round"],

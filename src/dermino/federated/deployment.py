@@ -7,11 +7,12 @@ package, on every machine), submits it with ``flwr run`` and waits for the run t
 TLS is on unless ``insecure`` is asked for: the SuperLink gets a certificate and key, the
 SuperNodes and ``flwr run`` the CA certificate that signed it.
 
-Since flwr 1.37 the SuperLink serves its Fleet API (SuperNodes), Control API (``flwr run``) and
+In flwr 1.42 the SuperLink serves its Fleet API (SuperNodes), Control API (``flwr run``) and
 Runtime API (the ServerApp process) over HTTP on one ``--host``/``--port``, all with the same
 TLS files; a SuperNode serves its own Runtime API (the ClientApp process) on its ``--host``/
 ``--port``. The old ``--fleet-api-address``/``--serverappio-api-address``/``--control-api-address``
-and ``--clientappio-api-address`` flags are gone (1.42 refuses them).
+and ``--clientappio-api-address`` flags of 1.32 are gone (1.42 refuses them; the Control and
+Runtime APIs moved to HTTP in 1.37).
 """
 
 from __future__ import annotations

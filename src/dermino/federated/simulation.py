@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class LocalGrid(Grid):
     """Delivers each message to a node's ``ClientApp`` call; keeps every reply (for inspection).
 
-    Since flwr 1.33 a ``Message`` takes its run and sender from ``TaskIdentity``, which the
+    In flwr 1.42 (not yet in 1.32) a ``Message`` takes its run and sender from ``TaskIdentity``, which the
     SuperLink's ``flwr-serverapp`` process sets; in-process we set it as the ServerApp's
     (``SUPERLINK_NODE_ID``), as Flower's own compat runner does. Client nodes are numbered
     from ``FIRST_NODE`` so none collides with the SuperLink's id.
