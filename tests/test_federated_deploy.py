@@ -9,7 +9,10 @@ three (``start_clients``) and the killed site is PH2 (3 validation rows). Measur
 simulation for every such pattern at this lr / epochs, the count-weighted validation cross-entropy drops
 by 0.142-0.143 nats (threshold 0.05); larger steps (lr 3e-3, 2 epochs) overshoot on the sites whose classes
 the others lack and can end above the start. A site missing round 1 (ISIC 2017, the only site with its
-label) is the one pattern that does not beat the start, so round 1 must have all three.
+label) is the one pattern that does not beat the start, so round 1 must have all three. That is what
+made this check flaky before: flwr sized round 1's sample from the sites connected *before* waiting for
+``start_clients`` and then sampled 2 of the 3 at random; the strategy now waits first (strategies.py)
+and the server seeds the sampler.
 """
 
 from __future__ import annotations

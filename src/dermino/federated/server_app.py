@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def run_federation(grid: Grid, cfg: FederatedConfig, out: str | Path) -> dict:
     classes = resolve_classes(cfg, out)
     dim = feature_dim(cfg)
     model = build_model(cfg, len(classes), dim)
+    random.seed(cfg.train.seed)  # flwr's strategies sample sites with the `random` module
     base = base_reference(cfg)
     strategy = build_strategy(cfg.strategy, out / "rounds.jsonl")
     (out / "rounds.jsonl").unlink(missing_ok=True)
