@@ -185,3 +185,28 @@ def test_fedprox_simulation_and_comparison_results(work):
     assert label == "macro AUROC" and list(table["model"])[:2] == ["federated-fedprox", "pooled"]
     assert list(table.columns) == ["model", "ham10000", "isic2017", "ph2", "union"]
     assert "p=" in table.loc[table["model"] == "pooled", "union"].item()
+
+
+def test_round_one_samples_every_site_that_connects_late(tmp_path):
+    """flwr sizes its sample from the sites connected before it waits; ours waits first, so a site
+    that connects late is still in round 1 (it was silently left out: a flaky real-process run)."""
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from dermino.federated.client_app import app as client_app
+    from dermino.federated.config import StrategySection
+    from dermino.federated.simulation import LocalGrid
+    from dermino.federated.strategies import build_strategy
+
+    class LateGrid(LocalGrid):
+        calls = 0
+
+        def get_node_ids(self):
+            self.calls += 1
+            nodes = list(self.contexts)
+            return nodes if self.calls > 2 else nodes[:2]  # the third site connects a moment later
+
+    grid = LateGrid(client_app, [{}, {}, {}])
+    strategy = build_strategy(StrategySection(min_clients=2, start_clients=3), tmp_path / "rounds.jsonl")
+    arrays = ArrayRecord({"w": torch.zeros(2)})
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))
+    assert sorted(m.metadata.dst_node_id for m in messages) == sorted(grid.contexts)
