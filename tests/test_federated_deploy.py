@@ -1,6 +1,19 @@
 """Real separate processes on 127.0.0.1: a SuperLink (``dermino federate server``) and three SuperNodes
 (``flower-supernode`` as ``dermino federate client`` starts it), over TLS with a self-signed CA made here.
-One SuperNode is killed after the first round: the server stays up and finishes the run with the others."""
+One SuperNode is killed after the first round: the server stays up and finishes the run with the others,
+and the global model beats its round-0 start on the sites' validation rows.
+
+Why that last check is reliable: features (seeded random-init backbone, eval crops), splits and every
+seed are fixed, so the outcome depends only on which sites reply in which round. Round 1 waits for all
+three (``start_clients``) and the killed site is PH2 (3 validation rows). Measured with the in-process
+simulation for every such pattern at this lr / epochs, the count-weighted validation cross-entropy drops
+by 0.142-0.143 nats (threshold 0.05); larger steps (lr 3e-3, 2 epochs) overshoot on the sites whose classes
+the others lack and can end above the start. A site missing round 1 (ISIC 2017, the only site with its
+label) is the one pattern that does not beat the start, so round 1 must have all three. That is what
+made this check flaky before: flwr sized round 1's sample from the sites connected *before* waiting for
+``start_clients`` and then sampled 2 of the 3 at random; the strategy now waits first (strategies.py)
+and the server seeds the sampler.
+"""
 
 from __future__ import annotations
 
@@ -90,7 +103,8 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
         "backbone": {"overrides": {"depth": 2}},
         "embed": {"image_size": 56, "pool": "mean", "cache_dir": str(tmp_path / "cache")},
         "data": {"manifests": [str(p) for p in manifests.values()]},
-        "train": {"lr": 1e-3}, "strategy": {"rounds": 2, "min_clients": 2, "start_clients": 3, "round_timeout": 180, "fraction_evaluate": 0.0},
+        "train": {"lr": 5e-4, "local_epochs": 2, "seed": 0},
+        "strategy": {"rounds": 2, "min_clients": 2, "start_clients": 3, "round_timeout": 300, "fraction_evaluate": 0.0},
     }))
     cfg = load_federated_config(str(config))
     df = load_manifests(cfg.data, tmp_path)
@@ -100,7 +114,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     feats = {c: client_features(cfg, d) for c, d in sites.items()}  # warm the cache the sites share
 
     certs = make_certificates(tmp_path / "certs")
-    fleet, serverappio, control, *appio = free_ports(6)
+    link, *appio = free_ports(4)
     env = flower_env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                      HF_HUB_OFFLINE="1")
     logs = tmp_path / "logs"
@@ -109,7 +123,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     server = None
     try:
         for i, c in enumerate(clients):
-            cmd = supernode_command(f"127.0.0.1:{fleet}", str(config), c, f"127.0.0.1:{appio[i]}",
+            cmd = supernode_command(f"127.0.0.1:{link}", str(config), c, f"127.0.0.1:{appio[i]}",
                                     TLS(ca_cert=certs["ca"]))
             with open(logs / f"supernode_{c}.log", "wb") as fh:
                 nodes.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
@@ -118,8 +132,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
         with open(logs / "server.log", "wb") as fh:
             server = subprocess.Popen(
                 [sys.executable, "-m", "dermino.cli", "federate", "server", "--config", str(config),
-                 "--out", str(out), "--fleet", f"127.0.0.1:{fleet}", "--serverappio", f"127.0.0.1:{serverappio}",
-                 "--control", f"127.0.0.1:{control}", "--ca-cert", certs["ca"], "--cert", certs["cert"],
+                 "--out", str(out), "--address", f"127.0.0.1:{link}", "--ca-cert", certs["ca"], "--cert", certs["cert"],
                  "--key", certs["key"], "--timeout", "400"],
                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         wait_for(out / "global" / "round_001.pt", 300, server)
@@ -143,25 +156,20 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     good = {(r["round"], r["stage"]): 0 for r in rows}
     for r in rows:
         good[(r["round"], r["stage"])] += "error" not in r
-    # round 1 waits for all three sites (a site slow to start under load may still miss its timeout);
-    # round 2 runs after one site was killed: the run finishes with the two left
-    assert good[(1, "train")] >= 2 and good[(2, "train")] == 2
+    # round 1 waits for all three sites; round 2 runs after one site was killed: the run finishes with the two left
+    assert good[(1, "train")] == 3, f"a site missed round 1 (timeout {cfg.strategy.round_timeout}s): {rows}"
+    assert good[(2, "train")] == 2
     head, got_classes, rnd = load_global(out / "global" / "latest.pt")
     assert rnd == 2 and got_classes == classes
     assert torch.load(out / "global" / "round_002.pt", weights_only=True)["round"] == 2
-    # round 2 (the two sites left) changed the model, and it is a usable model. Whether it beats random
-    # initialisation is asserted on the simulation (test_federated.py): across real processes, in a fresh
-    # environment, the validation loss after 2 rounds was not reliably below the start (open in issue 17).
-    round1 = torch.load(out / "global" / "round_001.pt", weights_only=True)
-    round2 = torch.load(out / "global" / "round_002.pt", weights_only=True)
-    w1 = [v for v in round1.values() if isinstance(v, torch.Tensor)] or [
-        t for v in round1.values() if isinstance(v, dict) for t in v.values() if isinstance(t, torch.Tensor)]
-    w2 = [v for v in round2.values() if isinstance(v, torch.Tensor)] or [
-        t for v in round2.values() if isinstance(v, dict) for t in v.values() if isinstance(t, torch.Tensor)]
-    assert w1 and len(w1) == len(w2)
-    assert all(torch.isfinite(t).all() for t in w2)
-    assert any(not torch.equal(a, b) for a, b in zip(w1, w2, strict=True))
+    # the global model beats its random initialisation (the round-0 model, same head init) on the
+    # clients' validation rows: count-weighted cross-entropy
+    start, _, _ = load_global(out / "global" / "round_000.pt")
+    gain, total = 0.0, 0
     for c, d in sites.items():
         va = d.rows("val")
-        assert np.isfinite(evaluate_head(head, feats[c][va], d.y[va])["loss"])
+        before, after = (evaluate_head(m, feats[c][va], d.y[va])["loss"] for m in (start, head))
+        assert np.isfinite(after)
+        gain, total = gain + (before - after) * len(va), total + len(va)
+    assert gain / total > 0.05, f"validation cross-entropy fell by only {gain / total:.4f} nats"
     assert np.isfinite(history["seconds_per_round"]["2"])

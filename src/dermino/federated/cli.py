@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v = sub.add_parser("server", help="start a SuperLink, run the federation on the SuperNodes that connect")
     common(v)
     v.add_argument("--out", default=None, help="run folder (default: out_dir of the config)")
-    v.add_argument("--fleet", default="0.0.0.0:9092", help="address the SuperNodes connect to")
-    v.add_argument("--serverappio", default="127.0.0.1:9091", help="internal ServerAppIo API address")
-    v.add_argument("--control", default="127.0.0.1:9093", help="Control API address (flwr run)")
+    v.add_argument("--address", "--fleet", dest="address", default="0.0.0.0:9092",
+                   help="host:port of the SuperLink (flwr 1.4x: one HTTP port for the SuperNodes, flwr run and "
+                        "the ServerApp)")
     v.add_argument("--timeout", type=float, default=24 * 3600, help="give up after this many seconds")
     tls(v, server=True)
     v.set_defaults(func=_server)
@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     n = sub.add_parser("client", help="start a SuperNode serving this site's partition")
     common(n)
     n.add_argument("--partition", required=True, help="this site's value of data.column")
-    n.add_argument("--superlink", default="127.0.0.1:9092", help="SuperLink Fleet API address")
-    n.add_argument("--clientappio", default="127.0.0.1:9094", help="local ClientAppIo API address")
+    n.add_argument("--superlink", default="127.0.0.1:9092", help="SuperLink address (host:port)")
+    n.add_argument("--runtime", "--clientappio", dest="runtime", default="127.0.0.1:9094",
+                   help="this SuperNode's local Runtime API (host:port; one per SuperNode on a machine)")
     tls(n, server=False)
     n.set_defaults(func=_client)
 
@@ -110,8 +111,7 @@ def _server(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     resolved = out / "federated.yaml"  # the server's settings, overrides applied
     save_config(cfg, resolved)
-    return run_server(str(resolved), out, fleet=args.fleet, serverappio=args.serverappio, control=args.control,
-                      tls=_tls(args, server=True), timeout=args.timeout)
+    return run_server(str(resolved), out, address=args.address, tls=_tls(args, server=True), timeout=args.timeout)
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -125,4 +125,4 @@ def _client(args: argparse.Namespace) -> int:
     site_dir.mkdir(parents=True, exist_ok=True)
     resolved = site_dir / "federated.yaml"
     save_config(cfg, resolved)
-    return run_client(str(resolved), args.partition, args.superlink, args.clientappio, _tls(args, server=False))
+    return run_client(str(resolved), args.partition, args.superlink, args.runtime, _tls(args, server=False))

@@ -1,8 +1,9 @@
-"""The Flower ``ClientApp``: a site trains and evaluates the head on its own rows.
+"""The Flower ``ClientApp``: a site trains and evaluates the trainable part on its own rows.
 
 The site's SuperNode says which data is its own through ``--node-config``: ``config`` (a
 federated YAML on the site's machine: manifests, column, backbone, embedding) and
-``partition`` (its value of the column). A reply holds the head's parameters and a
+``partition`` (its value of the column). A reply holds the trainable tensors (``train.trainable``:
+the head, the last blocks, or LoRA adapters + head; the names the server listed) and a
 ``MetricRecord`` of counts and scores, nothing else: no features, labels or file names.
 """
 
@@ -16,7 +17,14 @@ from flwr.clientapp import ClientApp
 
 from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import ClientData, client_data, load_manifests
-from dermino.federated.task import client_features, evaluate_head, init_head, load_numpy, train_head
+from dermino.federated.task import evaluate_head, train_head
+from dermino.federated.trainable import (
+    build_model,
+    load_trainable,
+    site_inputs,
+    trainable_names,
+    trainable_state,
+)
 
 log = logging.getLogger(__name__)
 app = ClientApp()
@@ -24,12 +32,12 @@ _SITES: dict[tuple, tuple[ClientData, np.ndarray]] = {}
 
 
 def site(cfg: FederatedConfig, config_path: str, partition: str, classes: list[str]) -> tuple[ClientData, np.ndarray]:
-    """This site's rows and features (loaded once per process)."""
-    key = (config_path, partition, tuple(classes))
+    """This site's rows and the frozen part's output for them (computed once per process)."""
+    key = (config_path, partition, tuple(classes), cfg.train.trainable, cfg.train.last_k)
     if key not in _SITES:
         df = load_manifests(cfg.data, cfg.out_dir)
         data = client_data(df, cfg.data, partition, classes)
-        _SITES[key] = (data, client_features(cfg, data))
+        _SITES[key] = (data, site_inputs(cfg, data))
     return _SITES[key]
 
 
@@ -43,9 +51,12 @@ def _setup(msg: Message, context: Context):
     conf = msg.content["config"]
     classes = [str(c) for c in conf["classes"]]
     data, feats = site(cfg, str(nc["config"]), str(nc["partition"]), classes)
-    head = init_head(feats.shape[1], len(classes))
-    load_numpy(head, {k: v.numpy() for k, v in msg.content["arrays"].items()})
-    return conf, data, feats, head
+    model = build_model(cfg, len(classes), dim=feats.shape[-1] if cfg.train.trainable == "head" else None)
+    if "trainable-names" in conf and list(conf["trainable-names"]) != trainable_names(model):
+        raise ValueError(f"the server trains {conf.get('trainable')!r} tensors that do not match this site's "
+                         f"train.trainable={cfg.train.trainable!r} model: use the server's settings")
+    load_trainable(model, {k: v.numpy() for k, v in msg.content["arrays"].items()})
+    return conf, data, feats, model
 
 
 @app.train()
@@ -58,7 +69,7 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(conf.get("proximal-mu", 0.0)), seed=int(conf["seed"]) + int(conf["server-round"]),
     )
     metrics = MetricRecord({"num-examples": len(tr), "train-loss": loss})
-    return Message(RecordDict({"arrays": ArrayRecord(head.state_dict()), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": ArrayRecord(trainable_state(head)), "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()

@@ -1,7 +1,7 @@
 """Federated vs each client alone vs pooled training, in the evaluation suite's results format.
 
-Every model is the same linear head on the same frozen features, trained for the same number
-of epochs (``rounds x local_epochs`` unless ``compare.local_epochs`` says otherwise): the
+Every model is the same trainable part (``train.trainable``: linear head, last blocks + head, or
+LoRA adapters + head) on the same frozen backbone, trained for the same number of epochs (``rounds x local_epochs`` unless ``compare.local_epochs`` says otherwise): the
 federated global model (read from the run folder), one model per client trained on that
 client's train rows only, and one trained on all clients' train rows pooled (what the
 hospitals cannot do, the reference). Each is scored on every client's held-out test rows and
@@ -21,7 +21,8 @@ from dermino.evaluate.metrics import macro_auroc, macro_f1
 from dermino.evaluate.stats import bootstrap_ci, paired_bootstrap
 from dermino.federated.config import FederatedConfig
 from dermino.federated.partitions import class_names, client_data, client_names, load_manifests
-from dermino.federated.task import client_features, init_head, predict_proba, train_head
+from dermino.federated.task import predict_proba, train_head
+from dermino.federated.trainable import build_model, load_trainable, site_inputs
 from dermino.results import Result, write_result
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,12 @@ METRICS = {
 }
 
 
+def _model(cfg: FederatedConfig, x: np.ndarray, n_classes: int):
+    return build_model(cfg, n_classes, dim=x.shape[-1] if cfg.train.trainable == "head" else None)
+
+
 def _fit(cfg: FederatedConfig, x: np.ndarray, y: np.ndarray, n_classes: int):
-    head = init_head(x.shape[1], n_classes, seed=cfg.train.seed)
+    head = _model(cfg, x, n_classes)
     epochs = cfg.compare.local_epochs or cfg.strategy.rounds * cfg.train.local_epochs
     train_head(head, x, y, epochs=epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
                weight_decay=cfg.train.weight_decay, seed=cfg.train.seed)
@@ -42,21 +47,28 @@ def _fit(cfg: FederatedConfig, x: np.ndarray, y: np.ndarray, n_classes: int):
 
 def compare(cfg: FederatedConfig, run_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
     """Write one results JSON per (model, evaluation set) and ``comparison.md``; returns the folder."""
-    from dermino.federated.server_app import load_global
+    from dermino.files import load_torch
 
     run_dir = Path(run_dir or cfg.out_dir)
     out = Path(out or run_dir / "compare")
     fed_path = run_dir / "global" / "latest.pt"
     if not fed_path.is_file():
         raise FileNotFoundError(f"no global model at {fed_path}: run `dermino federate simulate` first")
-    fed_head, fed_classes, fed_round = load_global(fed_path)
+    saved = load_torch(fed_path, what="federated global model")
+    fed_classes, fed_round = list(saved["classes"]), int(saved["round"])
+    saved_mode = saved.get("base", {}).get("trainable", "head")
+    if saved_mode != cfg.train.trainable:
+        raise ValueError(f"{fed_path} was trained with train.trainable={saved_mode}, the config says "
+                         f"{cfg.train.trainable}")
     df = load_manifests(cfg.data, run_dir)
     clients = client_names(df, cfg.data)
     classes = class_names(df, cfg.data, clients)
     if classes != fed_classes:
         raise ValueError(f"{fed_path}: classes {fed_classes} differ from this config's {classes}")
     sites = {c: client_data(df, cfg.data, c, classes) for c in clients}
-    feats = {c: client_features(cfg, d) for c, d in sites.items()}
+    feats = {c: site_inputs(cfg, d) for c, d in sites.items()}
+    first = next(iter(feats.values()))
+    fed_head = load_trainable(_model(cfg, first, len(classes)), {k: v.numpy() for k, v in saved["state"].items()})
 
     def rows(c: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         idx = sites[c].rows(split)
@@ -92,6 +104,7 @@ def compare(cfg: FederatedConfig, run_dir: str | Path | None = None, out: str | 
                 backbone=method, dataset=dataset, task=TASK, metrics=metrics,
                 config={"backbone": cfg.backbone.model, "weights": cfg.backbone.weights,
                         "partition_column": cfg.data.column, "strategy": cfg.strategy.name,
+                        "trainable": cfg.train.trainable,
                         "rounds": cfg.strategy.rounds, "global_round": fed_round,
                         "local_epochs": cfg.train.local_epochs, "lr": cfg.train.lr,
                         "n_resamples": nb},

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from dermino.config import ConfigError, load_config
 from dermino.evaluate.embeddings import EmbedConfig
 
-TRAINABLE = ("head",)
+TRAINABLE = ("head", "last_blocks", "lora")
+LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")  # attention in/out, MLP in/out of every block
 STRATEGIES = ("fedavg", "fedprox")
 
 
@@ -39,7 +40,13 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    trainable: Literal["head"] = "head"  # linear head on frozen, cached backbone features
+    # head: linear head on frozen, cached features; last_blocks: the last `last_k` blocks + final norm + head;
+    # lora: LoRA adapters (rank/alpha/targets below) in every block + head. Only these tensors leave a site.
+    trainable: Literal["head", "last_blocks", "lora"] = "head"
+    last_k: int = 2
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv", "proj"])  # add fc1, fc2 for the MLPs
     local_epochs: int = 2
     lr: float = 2e-4
     batch_size: int = 32
@@ -94,6 +101,11 @@ def validate(cfg: FederatedConfig) -> FederatedConfig:
         (cfg.train.local_epochs >= 1, "train.local_epochs must be >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (cfg.train.last_k >= 1, "train.last_k must be >= 1"),
+        (cfg.train.lora_rank >= 1, "train.lora_rank must be >= 1"),
+        (cfg.train.lora_alpha > 0, "train.lora_alpha must be > 0"),
+        (bool(cfg.train.lora_targets) and set(cfg.train.lora_targets) <= set(LORA_TARGETS),
+         f"train.lora_targets must be a non-empty subset of {list(LORA_TARGETS)}"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction must be in (0, 1)"),
         (bool(cfg.data.manifests), "data.manifests must name at least one manifest (or 'sample')"),
         (bool(cfg.data.column), "data.column must name a manifest column"),

@@ -6,6 +6,13 @@ package, on every machine), submits it with ``flwr run`` and waits for the run t
 ``dermino federate client`` starts ``flower-supernode`` with the site's ``--node-config``.
 TLS is on unless ``insecure`` is asked for: the SuperLink gets a certificate and key, the
 SuperNodes and ``flwr run`` the CA certificate that signed it.
+
+In flwr 1.42 the SuperLink serves its Fleet API (SuperNodes), Control API (``flwr run``) and
+Runtime API (the ServerApp process) over HTTP on one ``--host``/``--port``, all with the same
+TLS files; a SuperNode serves its own Runtime API (the ClientApp process) on its ``--host``/
+``--port``. The old ``--fleet-api-address``/``--serverappio-api-address``/``--control-api-address``
+and ``--clientappio-api-address`` flags of 1.32 are gone (1.42 refuses them; the Control and
+Runtime APIs moved to HTTP in 1.37).
 """
 
 from __future__ import annotations
@@ -84,9 +91,24 @@ def flower_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def superlink_command(fleet: str, serverappio: str, control: str, tls: TLS, database: str | None = None) -> list[str]:
-    cmd = [executable("flower-superlink"), "--fleet-api-address", fleet, "--serverappio-api-address", serverappio,
-           "--control-api-address", control, "--disable-runtime-dependency-installation"]
+def split_address(address: str) -> tuple[str, str]:
+    """``host:port`` (IPv6 in brackets) -> (host, port), with an error naming the bad value."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {address!r} is not host:port")
+    return host.strip("[]"), port
+
+
+def client_address(address: str) -> str:
+    """Where a process on this machine reaches a server bound to ``address`` (0.0.0.0 -> 127.0.0.1)."""
+    host, port = split_address(address)
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def superlink_command(address: str, tls: TLS, database: str | None = None) -> list[str]:
+    """``flower-superlink`` serving Fleet, Control and Runtime APIs on ``address`` (one HTTP port)."""
+    host, port = split_address(address)
+    cmd = [executable("flower-superlink"), "--host", host, "--port", port, "--disable-runtime-dependency-installation"]
     if tls.insecure:
         cmd.append("--insecure")
     else:
@@ -98,8 +120,10 @@ def superlink_command(fleet: str, serverappio: str, control: str, tls: TLS, data
     return cmd
 
 
-def supernode_command(superlink: str, config: str, partition: str, clientappio: str, tls: TLS) -> list[str]:
-    cmd = [executable("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", clientappio,
+def supernode_command(superlink: str, config: str, partition: str, runtime: str, tls: TLS) -> list[str]:
+    """``flower-supernode`` for one site; ``runtime`` is its local Runtime API address (one per SuperNode)."""
+    host, port = split_address(runtime)
+    cmd = [executable("flower-supernode"), "--superlink", superlink, "--host", host, "--port", port,
            "--node-config", f"config={_toml_str(str(Path(config).resolve()))} partition={_toml_str(partition)}"]
     cmd += ["--insecure"] if tls.insecure else ["--root-certificates", str(tls.ca_cert)]
     return cmd
@@ -109,14 +133,14 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_app(folder: Path, control: str, tls: TLS) -> tuple[Path, dict[str, str]]:
+def write_app(folder: Path, superlink: str, tls: TLS) -> tuple[Path, dict[str, str]]:
     """The Flower app folder and the environment (``FLWR_HOME`` with the connection) for ``flwr run``."""
     app = folder / "app"
     app.mkdir(parents=True, exist_ok=True)
     (app / "pyproject.toml").write_text(APP_PYPROJECT)
     home = folder / "flwr_home"
     home.mkdir(parents=True, exist_ok=True)
-    conn = [f"address = {_toml_str(control)}"]
+    conn = [f"address = {_toml_str(client_address(superlink))}"]
     conn.append("insecure = true" if tls.insecure else f"root-certificates = {_toml_str(str(Path(tls.ca_cert).resolve()))}")
     (home / "config.toml").write_text('[superlink]\ndefault = "dermino"\n\n[superlink.dermino]\n' + "\n".join(conn) + "\n")
     return app, flower_env(FLWR_HOME=str(home.resolve()))
@@ -133,17 +157,16 @@ def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen | None = No
     return path.exists()
 
 
-def run_server(config: str, out: str | Path, *, fleet: str, serverappio: str, control: str, tls: TLS,
-               timeout: float = 24 * 3600) -> int:
+def run_server(config: str, out: str | Path, *, address: str, tls: TLS, timeout: float = 24 * 3600) -> int:
     """Start the SuperLink, submit the app, wait until the run wrote ``history.json``, stop the SuperLink."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "history.json").unlink(missing_ok=True)
-    app, env = write_app(out / "flower", control, tls)
+    app, env = write_app(out / "flower", address, tls)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     with open(logs / "superlink.log", "ab") as fh:
-        link = subprocess.Popen(superlink_command(fleet, serverappio, control, tls), stdout=fh, stderr=subprocess.STDOUT,
+        link = subprocess.Popen(superlink_command(address, tls), stdout=fh, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     try:
         run_config = f"config={_toml_str(str(Path(config).resolve()))} out-dir={_toml_str(str(out))}"
@@ -158,7 +181,7 @@ def run_server(config: str, out: str | Path, *, fleet: str, serverappio: str, co
             time.sleep(1.0)
         else:
             raise RuntimeError(f"flwr run failed: {res.stdout[-2000:]}{res.stderr[-2000:]}")
-        log.info("run submitted to the SuperLink at %s; waiting for it to finish", control)
+        log.info("run submitted to the SuperLink at %s; waiting for it to finish", address)
         if not wait_for_file(out / "history.json", timeout, link):
             raise RuntimeError(f"the run did not finish (no {out / 'history.json'}); see {logs}")
         return 0
@@ -166,9 +189,9 @@ def run_server(config: str, out: str | Path, *, fleet: str, serverappio: str, co
         stop(link)
 
 
-def run_client(config: str, partition: str, superlink: str, clientappio: str, tls: TLS) -> int:
+def run_client(config: str, partition: str, superlink: str, runtime: str, tls: TLS) -> int:
     """Run a SuperNode for this site until it is stopped (Ctrl-C)."""
-    proc = subprocess.Popen(supernode_command(superlink, config, partition, clientappio, tls), env=flower_env())
+    proc = subprocess.Popen(supernode_command(superlink, config, partition, runtime, tls), env=flower_env())
     try:
         return proc.wait()
     except KeyboardInterrupt:

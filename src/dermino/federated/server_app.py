@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -17,24 +18,21 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from dermino.evaluate.embeddings import eval_transform, pool_features
 from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import class_names, client_names, load_manifests
 from dermino.federated.strategies import build_strategy
-from dermino.federated.task import backbone, init_head, load_numpy
+from dermino.federated.task import init_head, load_numpy
+from dermino.federated.trainable import (
+    base_reference,
+    build_model,
+    feature_dim,
+    trainable_names,
+    trainable_state,
+)
 from dermino.pretrain.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
 app = ServerApp()
-
-
-@torch.inference_mode()
-def feature_dim(cfg: FederatedConfig) -> int:
-    """Width of the features the clients will send through the head."""
-    model = backbone(cfg)
-    eval_transform(model, cfg.embed)  # validates image_size against the patch size
-    x = torch.zeros(1, 3, cfg.embed.image_size, cfg.embed.image_size)
-    return int(pool_features(model.forward_features(x), cfg.embed.pool).shape[1])
 
 
 def resolve_classes(cfg: FederatedConfig, work_dir: Path) -> list[str]:
@@ -49,17 +47,22 @@ def resolve_classes(cfg: FederatedConfig, work_dir: Path) -> list[str]:
     return class_names(df, cfg.data, client_names(df, cfg.data))
 
 
-def save_global(out: Path, server_round: int, state: dict, classes: list[str]) -> Path:
-    """``global/round_NNN.pt`` and ``global/latest.pt`` (atomic: a crash keeps the last good one)."""
+def save_global(out: Path, server_round: int, state: dict, classes: list[str], base: dict | None = None) -> Path:
+    """``global/round_NNN.pt`` and ``global/latest.pt`` (atomic: a crash keeps the last good one).
+
+    ``state`` holds the trainable tensors only; ``base`` names the frozen backbone they belong to
+    (``trainable.load_full_model`` turns the file into a full model).
+    """
     payload = {"state": {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()},
-               "classes": list(classes), "round": int(server_round)}
+               "classes": list(classes), "round": int(server_round), **({"base": base} if base else {})}
     path = save_atomic(payload, out / "global" / f"round_{server_round:03d}.pt")
     save_atomic(payload, out / "global" / "latest.pt")
     return path
 
 
 def load_global(path: str | Path):
-    """(head, classes, round) from a saved global model (data only: ``weights_only=True``)."""
+    """(head, classes, round) from a saved ``train.trainable=head`` global model (data only:
+    ``weights_only=True``); any mode: ``trainable.load_full_model``."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     w = payload["state"]["fc.weight"]
     head = init_head(int(w.shape[1]), int(w.shape[0]))
@@ -73,13 +76,17 @@ def run_federation(grid: Grid, cfg: FederatedConfig, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     classes = resolve_classes(cfg, out)
     dim = feature_dim(cfg)
-    head = init_head(dim, len(classes), seed=cfg.train.seed)
+    model = build_model(cfg, len(classes), dim)
+    random.seed(cfg.train.seed)  # flwr's strategies sample sites with the `random` module
+    base = base_reference(cfg)
     strategy = build_strategy(cfg.strategy, out / "rounds.jsonl")
     (out / "rounds.jsonl").unlink(missing_ok=True)
     train_config = ConfigRecord({
         "lr": float(cfg.train.lr), "local-epochs": int(cfg.train.local_epochs),
         "batch-size": int(cfg.train.batch_size), "weight-decay": float(cfg.train.weight_decay),
         "seed": int(cfg.train.seed), "classes": list(classes),
+        # the sites check they train exactly these tensors (same mode, same backbone) before they start
+        "trainable": cfg.train.trainable, "trainable-names": trainable_names(model),
     })
     evaluate_config = ConfigRecord({"classes": list(classes)})
     timing: dict[str, float] = {}
@@ -87,7 +94,7 @@ def run_federation(grid: Grid, cfg: FederatedConfig, out: str | Path) -> dict:
 
     def on_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Called before round 1 and after each round: save the global model, time the round."""
-        save_global(out, server_round, {k: v.numpy() for k, v in arrays.items()}, classes)
+        save_global(out, server_round, {k: v.numpy() for k, v in arrays.items()}, classes, base)
         now = time.perf_counter()
         if server_round:
             timing[str(server_round)] = now - started[0]
@@ -97,12 +104,12 @@ def run_federation(grid: Grid, cfg: FederatedConfig, out: str | Path) -> dict:
         return None
 
     result = strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(head.state_dict()), num_rounds=cfg.strategy.rounds,
+        grid=grid, initial_arrays=ArrayRecord(trainable_state(model)), num_rounds=cfg.strategy.rounds,
         timeout=cfg.strategy.round_timeout, train_config=train_config,
         evaluate_config=evaluate_config, evaluate_fn=on_round,
     )
     history = {
-        "strategy": cfg.strategy.name, "rounds": cfg.strategy.rounds, "classes": classes, "dim": dim,
+        "strategy": cfg.strategy.name, "trainable": cfg.train.trainable, "rounds": cfg.strategy.rounds, "classes": classes, "dim": dim,
         "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
         "evaluate": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
         "seconds_per_round": timing,

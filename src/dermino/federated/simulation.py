@@ -18,9 +18,10 @@ from pathlib import Path
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 from dermino.config import save_config
 from dermino.federated.config import FederatedConfig
@@ -30,22 +31,33 @@ log = logging.getLogger(__name__)
 
 
 class LocalGrid(Grid):
-    """Delivers each message to a node's ``ClientApp`` call; keeps every reply (for inspection)."""
+    """Delivers each message to a node's ``ClientApp`` call; keeps every reply (for inspection).
+
+    In flwr 1.42 (not yet in 1.32) a ``Message`` takes its run and sender from ``TaskIdentity``, which the
+    SuperLink's ``flwr-serverapp`` process sets; in-process we set it as the ServerApp's
+    (``SUPERLINK_NODE_ID``), as Flower's own compat runner does. Client nodes are numbered
+    from ``FIRST_NODE`` so none collides with the SuperLink's id.
+    """
+
+    FIRST_NODE = SUPERLINK_NODE_ID + 1
 
     def __init__(self, client_app: ClientApp, node_configs: list[dict], run_config: dict | None = None):
         self._run = Run.create_empty(run_id=1)
         self.client_app = client_app
         self.contexts = {
-            i + 1: Context(run_id=1, node_id=i + 1, node_config=dict(nc), state=RecordDict(),
-                           run_config=dict(run_config or {}))
+            self.FIRST_NODE + i: Context(run_id=1, node_id=self.FIRST_NODE + i, node_config=dict(nc),
+                                         state=RecordDict(), run_config=dict(run_config or {}))
             for i, nc in enumerate(node_configs)
         }
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, self._run.run_id, SUPERLINK_NODE_ID
         self.down: set[int] = set()  # nodes that no longer answer (tests, failure drills)
         self._replies: dict[str, Message] = {}
         self.sent: list[Message] = []  # every reply a client produced, as the server received it
+        self.instructions: list[Message] = []  # every message the server sent (what the clients were asked)
 
     def set_run(self, run: Run) -> None:
         self._run = run
+        TaskIdentity.run_id = run.run_id
 
     @property
     def run(self) -> Run:
@@ -62,9 +74,10 @@ class LocalGrid(Grid):
         ids = []
         for msg in messages:
             msg.metadata.__dict__["_run_id"] = self._run.run_id
-            msg.metadata.__dict__["_src_node_id"] = 0
+            msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
             msg.metadata.__dict__["_message_id"] = mid = uuid.uuid4().hex
             node = msg.metadata.dst_node_id
+            self.instructions.append(msg)
             received = Message(copy.deepcopy(msg.content), node, msg.metadata.message_type,
                                group_id=msg.metadata.group_id)  # the client gets a copy, never our object
             received.metadata.__dict__.update({k: v for k, v in msg.metadata.__dict__.items()

@@ -29,17 +29,31 @@ class _Logged:
     log_path: Path
     start_nodes: int = 0
 
+    def _wait_for_nodes(self, server_round: int, grid) -> None:
+        """Wait until the round's quota of sites is connected *before* Flower sizes its sample.
+
+        flwr's ``FedAvg.configure_train`` computes the sample size from the nodes connected at that
+        instant and only then waits for ``min_available_nodes``: with 2 of 3 sites up, it waits for
+        the third and then samples 2 of the 3 at random, silently leaving one site out of the
+        round. Round 1 waits for ``start_nodes`` sites, later rounds for ``min_available_nodes``
+        (a site that died must not block the rest of the run).
+        """
+        wanted = max(self.start_nodes, self.min_available_nodes) if server_round == 1 else self.min_available_nodes  # type: ignore[attr-defined]
+        waited = 0.0
+        while len(list(grid.get_node_ids())) < wanted:
+            if waited % 30 == 0:
+                log.info("round %d: waiting for sites: %d of %d connected", server_round,
+                         len(list(grid.get_node_ids())), wanted)
+            time.sleep(1.0)
+            waited += 1.0
+
     def configure_train(self, server_round: int, arrays, config, grid):
-        """Round 1 waits for ``start_nodes`` sites; later rounds only for ``min_available_nodes``
-        (a site that died must not block the rest of the run)."""
-        if server_round == 1 and self.start_nodes > self.min_available_nodes:  # type: ignore[attr-defined]
-            usual = self.min_available_nodes  # type: ignore[attr-defined]
-            self.min_available_nodes = self.start_nodes  # type: ignore[attr-defined]
-            try:
-                return list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
-            finally:
-                self.min_available_nodes = usual  # type: ignore[attr-defined]
+        self._wait_for_nodes(server_round, grid)
         return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+
+    def configure_evaluate(self, server_round: int, arrays, config, grid):
+        self._wait_for_nodes(server_round, grid)
+        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
 
     def _log(self, server_round: int, stage: str, replies: list[Message]) -> None:
         rows = []

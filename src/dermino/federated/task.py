@@ -95,16 +95,18 @@ def proximal_term(params, anchor, mu: float) -> torch.Tensor:
 
 
 def train_head(
-    head: LinearHead, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
+    head: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
     weight_decay: float = 0.0, proximal_mu: float = 0.0, seed: int = 0,
 ) -> float:
-    """Adam on cross-entropy; with ``proximal_mu`` > 0 adds FedProx's (mu/2)·||w - w_global||².
+    """Adam on cross-entropy over the parameters that require grad (a head, or whatever else trains:
+    see ``trainable.py``); with ``proximal_mu`` > 0 adds FedProx's (mu/2)·||w - w_global||² over them.
 
     Returns the mean training loss of the last epoch.
     """
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-    anchor = [p.detach().clone() for p in head.parameters()] if proximal_mu > 0 else []
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    params = [p for p in head.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     head.train()
     last = math.nan
@@ -115,7 +117,7 @@ def train_head(
             idx = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(head(xt[idx]), yt[idx])
             if anchor:
-                loss = loss + proximal_term(head.parameters(), anchor, proximal_mu)
+                loss = loss + proximal_term(params, anchor, proximal_mu)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -126,12 +128,14 @@ def train_head(
 
 
 @torch.inference_mode()
-def predict_proba(head: LinearHead, x: np.ndarray) -> np.ndarray:
+def predict_proba(head: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     head.eval()
-    return torch.softmax(head(torch.as_tensor(x, dtype=torch.float32)), dim=1).double().numpy()
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    out = [torch.softmax(head(xt[i:i + batch_size]), dim=1) for i in range(0, len(xt), batch_size)]
+    return (torch.cat(out) if out else torch.zeros(0)).double().numpy()
 
 
-def evaluate_head(head: LinearHead, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def evaluate_head(head: nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Loss, macro AUROC and macro F1 over the classes present in ``y`` (NaN when undefined)."""
     probs = predict_proba(head, x)
     present = [int(c) for c in np.unique(y)]

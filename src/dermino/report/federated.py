@@ -48,8 +48,8 @@ def federated_sections(results: list[Result]) -> list[Section]:
         paragraph = (
             f"Sites = values of `{cfg.get('partition_column', '?')}` ({', '.join(first.extra.get('clients', []))}); "
             f"{cfg.get('strategy', '?')} for {cfg.get('rounds', '?')} rounds x {cfg.get('local_epochs', '?')} local "
-            f"epochs on a frozen `{cfg.get('backbone', '?')}`. Local and pooled models train the same head for the "
-            f"same number of epochs. 95 % percentile bootstrap CIs ({cfg.get('n_resamples', '?')} resamples); "
+            f"epochs (lr {cfg.get('lr', '?')}) training `{cfg.get('trainable', 'head')}` of a `{cfg.get('backbone', '?')}` "
+            f"(the rest frozen). Local and pooled models train the same part for the same number of epochs. 95 % percentile bootstrap CIs ({cfg.get('n_resamples', '?')} resamples); "
             f"Δ and p: paired bootstrap against {first.extra.get('reference', 'the federated model')} on the same rows."
         )
         sections.append(Section(title=f"Federated fine-tuning: {partition}", paragraphs=[paragraph], tables=tables))
