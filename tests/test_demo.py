@@ -24,6 +24,7 @@ SECTIONS = [
     "Lesion segmentation",
     "Similar cases",
     "Deployment: calibrated classifier, attention maps, zero-shot",
+    "Federated fine-tuning: ham10000-dx_type",
     "How this report was made",
 ]
 
@@ -76,6 +77,16 @@ def test_demo_deploys_what_dermino_serve_loads(demo_run):
     assert format_metric(Metric(**info["metrics"]["auroc"])) in html
     assert format_metric(Metric(**zs["trained"]["auroc"])) in html
     assert (out / "figures" / "attention.png").is_file()
+
+
+def test_demo_federates_across_sites_and_reports_the_comparison(demo_run):
+    out, html_path = demo_run
+    results = [r for r in read_results(out / "federated" / "compare") if r.task == "federated"]
+    methods = {r.backbone for r in results}
+    assert {"federated-fedavg", "pooled", "local-histo"} <= methods
+    assert (out / "federated" / "global" / "latest.pt").is_file()
+    union = next(r for r in results if r.backbone == "pooled" and r.extra["test_set"] == "union")
+    assert format_metric(union.metrics["auroc_macro"]) in html_path.read_text()
 
 
 def test_report_has_every_section_with_numbers_from_the_results(demo_run):

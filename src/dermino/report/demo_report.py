@@ -5,7 +5,7 @@ It reads files only (``steps.json``, ``demo_config.yaml`` and what each step wro
 ``build_demo_report("demo_output")``. Sources, per section: manifests and ``data info`` (data), ``knowledge/vocabulary.csv``
 (vocabulary), each pretraining run's ``metrics.csv`` (loss curves), ``eval/results/*.json``
 and ``eval/tables`` / ``eval/plots`` (classification, fairness, few-shot), the segmentation
-results JSON and overlay PNGs, the retrieval grid, and ``deploy/`` (classifier.json, zeroshot.json).
+results JSON and overlay PNGs, the retrieval grid, ``deploy/`` (classifier.json, zeroshot.json) and ``federated/compare``.
 """
 
 from __future__ import annotations
@@ -331,6 +331,16 @@ def _deploy_section(demo: DemoRun) -> Section | None:
                    tables=tables, figures=figures)
 
 
+def _federated_sections(demo: DemoRun) -> list[Section]:
+    """The federated comparison's results files, rendered as ``dermino report`` renders them."""
+    from dermino.report.federated import federated_sections
+
+    step = next((s for s in demo.steps if s.name.startswith("federated")), None)
+    if step is None:
+        return []
+    return federated_sections(read_results(_inside(demo.out, getattr(demo.cfg, "out", None), step.detail["out"])))
+
+
 def _provenance_section(demo: DemoRun) -> Section:
     rows = [{"step": s.name, "seconds": f"{s.seconds:.1f}", "equivalent command": s.command[:300]} for s in demo.steps]
     return Section(
@@ -353,6 +363,7 @@ def build_demo_report(out: str | Path) -> tuple[Path, Path]:
         _segmentation_section(demo),
         _retrieval_section(demo),
         _deploy_section(demo),
+        *_federated_sections(demo),
         _provenance_section(demo),
     ]
     sections = [s for s in sections if s is not None]
