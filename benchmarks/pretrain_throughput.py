@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -341,6 +342,42 @@ def run_versus(spec: dict, args: argparse.Namespace, trainer, batches: list[dict
             "speedup": med["naive"] / med["dermino"], "cpu_s_all": cpu, "load": load_average()}
 
 
+MODEL_NAMES = {"tiny": "ViT-T/14", "small": "ViT-S/14", "base": "ViT-B/14"}
+
+
+def markdown(paths: list[Path]) -> str:
+    """Markdown tables (steps; dermino vs naive alternating) of result files, rows sorted by model."""
+    rows = [r for p in paths for r in json.loads(p.read_text())["rows"]]
+    order = {m: i for i, m in enumerate(MODEL_NAMES)}
+    paths = {p: i for i, p in enumerate(PATHS)}
+    rows.sort(key=lambda r: (order.get(r["model"], 9), paths.get(r["path"], 9), r["precision"] != "fp32",
+                             r["compile"], r["batch"]))
+    out = ["| model | path | prec. | compile | batch | s/step wall | img/s wall | img per CPU-s | GFLOP/img | "
+           "counted / analytic | MFU wall | MFU of CPU time | peak mem GiB | warm-up s | load |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    versus = ["| model | prec. | batch | dermino CPU-s/step | naive timm CPU-s/step | dermino speed-up | load |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lead = f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['path']} | {r['precision']} | " \
+               f"{'yes' if r['compile'] else 'no'} | {r['batch']} |"
+        if "error" in r:
+            timeout = re.search(r"timed out after ([\d.]+) seconds", r["error"])
+            why = f"timed out (per-row limit {float(timeout.group(1)):.0f} s)" if timeout else r["error"][:150]
+            out.append(f"{lead} failed: {why.replace('|', '/')} |" + " |" * 9)
+        elif r["path"] == "versus":
+            versus.append(f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['precision']} | {r['batch']} | "
+                          f"{r['dermino_cpu_s_per_step']:.2f} ({r['dermino_images_per_cpu_s']:.3f} img/CPU-s) | "
+                          f"{r['naive_cpu_s_per_step']:.2f} ({r['naive_images_per_cpu_s']:.3f} img/CPU-s) | "
+                          f"x{r['speedup']:.2f} | {r['load']} |")
+        else:
+            check = f"{r['flops_check']:.2f}" if "flops_check" in r else "-"
+            mfu_cpu = f"{r['mfu_of_cpu_time']:.1%}" if r.get("mfu_of_cpu_time") is not None else "-"
+            out.append(f"{lead} {r['step_s']:.2f} | {r['images_per_s']:.3f} | {r['images_per_cpu_s']:.3f} | "
+                       f"{r['gflop_per_image']:.1f} | {check} | {r['mfu']:.1%} | {mfu_cpu} | {r['peak_mem_gib']:.2f} | "
+                       f"{r['warmup_s']:.0f} | {r['load']} |")
+    return "\n".join(out) + ("\n\n" + "\n".join(versus) if len(versus) > 2 else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", choices=sorted(GRIDS), default=None, help="default: gpu when CUDA is available")
@@ -359,9 +396,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per row")
     ap.add_argument("--parallel", type=int, default=1, help="rows at once (CPU: their CPU-second figures stay valid)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, nargs="+", default=None,
+                    help="print the result files' rows as markdown tables and exit (runs nothing)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default="/tmp/dermino_bench", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     gpu = args.grid == "gpu" or (args.grid is None and torch.cuda.is_available())
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     args.steps = args.steps if args.steps is not None else (5 if gpu else 1)
