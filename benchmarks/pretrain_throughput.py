@@ -216,7 +216,7 @@ class _L2Norm(nn.Module):
 
 
 def run_one(spec: dict, args: argparse.Namespace) -> dict:
-    from dermino.pretrain.fast_step import FastStep
+    from dermino.pretrain.fast_step import TrainStep
     from dermino.pretrain.flops import peak_tflops
     from dermino.pretrain.trainer import Trainer
 
@@ -258,7 +258,7 @@ def run_one(spec: dict, args: argparse.Namespace) -> dict:
 
         finish = sync
     else:  # fast / packed
-        fast = FastStep(trainer)
+        fast = TrainStep(trainer)
         last: list[dict] = []
 
         def step(b: dict) -> None:
@@ -314,11 +314,11 @@ def run_one(spec: dict, args: argparse.Namespace) -> dict:
 def run_versus(spec: dict, args: argparse.Namespace, trainer, batches: list[dict]) -> dict:
     """Alternate one dermino step and one naive step, so both see the same machine load; report the
     median CPU seconds of each (the fair comparison on a shared machine)."""
-    from dermino.pretrain.fast_step import FastStep
+    from dermino.pretrain.fast_step import TrainStep
 
     dev = trainer.device
     naive = NaiveDino(spec["model"], args.prototypes, dev)
-    fast = FastStep(trainer)
+    fast = TrainStep(trainer)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16")
 
     def ours(b: dict) -> None:
