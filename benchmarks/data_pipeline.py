@@ -25,7 +25,6 @@ Writes benchmarks/results/data_pipeline.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import RESULTS, load_average, write_json
 from PIL import Image
 
 from dermino.data.cache import ImageCache, build_cache, plan_images
@@ -44,12 +44,6 @@ from dermino.data.masking import MaskingConfig
 from dermino.data.photometric import apply_photometric, multicrop_transform
 from dermino.data.sample import sample_manifests
 from dermino.data.transforms import CropsConfig
-
-HERE = Path(__file__).resolve().parent
-
-
-def load() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def upsampled_copies(manifest: Path, out: Path, size: tuple[int, int], limit: int) -> Path:
@@ -135,7 +129,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="cache resolution (shorter side)")
     ap.add_argument("--workers", default="1,2", help="DataLoader worker counts for the scaling rows")
     ap.add_argument("--scaling-images", type=int, default=64)
-    ap.add_argument("--json", type=Path, default=HERE / "results" / "data_pipeline.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "data_pipeline.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = CropsConfig()  # the paper's: 2 x 224 + 8 x 98
@@ -155,7 +149,7 @@ def main() -> None:
             "cache-jpg": (ImageCache(caches["jpg"]), plan_images([big])[:n]),
         }
         size0 = read_rgb(sources["original"][1][0]).size
-        print(f"load average {load()}  |  crops 2x{cfg.global_size} + {cfg.n_local}x{cfg.local_size}  |  "
+        print(f"load average {load_average()}  |  crops 2x{cfg.global_size} + {cfg.n_local}x{cfg.local_size}  |  "
               f"{n} images x {args.repeats} repeats, median  |  original files {size0[0]}x{size0[1]}")
         print(f"{'source':<18}{'mode':<8}{'img/s per core':>16}{'wall img/s':>12}{'MB/img':>8}")
         for name, (reader, paths) in sources.items():
@@ -164,7 +158,7 @@ def main() -> None:
                 r = per_core(reader, paths, tf, args.repeats)
                 mb = (sum(os.path.getsize(p) for p in paths) / len(paths) / 2**20 if name.startswith("original")
                       else sum(f.stat().st_size for f in caches[name[6:]].glob("*.tar")) / len(paths) / 2**20)
-                rows.append({"source": name, "mode": mode, **r, "mb_per_image": mb, "load": load()})
+                rows.append({"source": name, "mode": mode, **r, "mb_per_image": mb, "load": load_average()})
                 print(f"{name:<18}{mode:<8}{r['per_core']:16.1f}{r['wall']:12.1f}{mb:8.3f}", flush=True)
         finish = device_finish_cost(sources["cache-png"][0], sources["cache-png"][1], cfg, args.repeats)
         print(f"device-side colour ops when the device is this CPU: {finish:.1f} ms CPU per image "
@@ -177,13 +171,12 @@ def main() -> None:
                 ips, per_cpu = loader_scaling(df, sources["cache-jpg"][0],
                                               CropsConfig(**{**cfg.__dict__, "photometric": mode}), w, args.scaling_images, 16)
                 scaling.append({"source": "cache-jpg", "mode": mode, "workers": w, "wall_images_per_s": ips,
-                                "images_per_cpu_s": per_cpu, "load": load()})
+                                "images_per_cpu_s": per_cpu, "load": load_average()})
                 print(f"DataLoader cache-jpg {mode:<7} workers={w}: {ips:7.1f} img/s wall, {per_cpu:6.1f} img per "
-                      f"CPU-s of all processes (load {load()})", flush=True)
+                      f"CPU-s of all processes (load {load_average()})", flush=True)
     out = {"rows": rows, "scaling": scaling, "device_finish_ms_per_image_on_cpu": finish,
            "cpu": os.cpu_count(), "seconds": time.perf_counter() - start, "args": {k: str(v) for k, v in vars(args).items()}}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2))
+    write_json(out, args.json)
     print(f"wrote {args.json} ({out['seconds']:.0f} s)")
 
 

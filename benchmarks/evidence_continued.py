@@ -21,14 +21,13 @@ continued run) is reused, a killed pretraining run resumes from its checkpoint. 
 printed per stage. The defaults suit a free machine; on a shared 2-core one (load ~25) the
 reduced run in docs/continued_pretraining.md took 29 minutes.
 
-    nice -n 10 python benchmarks/evidence_continued.py --data ../shared/data --out runs/evidence_continued
+    nice -n 10 python benchmarks/evidence_continued.py --data PATH/TO/DATA --out runs/evidence_continued
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -36,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _common import RESULTS, add_data_argument, require_data, setup_logging, tiny_cpu_config, write_json
 
-from dermino.config import apply_overrides, load_config
 from dermino.data.adapters import build
 from dermino.data.manifest import read_manifest, write_manifest
 from dermino.data.splits import assign_splits
@@ -45,12 +44,11 @@ from dermino.evaluate.knn import KNNConfig, knn_classify
 from dermino.evaluate.metrics import macro_auroc
 from dermino.evaluate.stats import bootstrap_ci, paired_bootstrap
 from dermino.models import create, export_dinov2, load_exported
-from dermino.pretrain import PretrainConfig, pretrain
+from dermino.pretrain import pretrain
 from dermino.pretrain.checkpoint import latest_checkpoint
 from dermino.pretrain.monitor import embed, labelled
 from dermino.pretrain.warmup import head_warmup_steps
 
-REPO = Path(__file__).resolve().parents[1]
 # lighter than tiny_cpu.yaml's heads and crops so that three runs fit a shared 2-core machine
 COMMON = [
     "model.heads.out_dim=1024", "model.heads.hidden_dim=256", "model.heads.bottleneck_dim=64",
@@ -69,8 +67,7 @@ def run_pretrain(overrides: list[str], out: Path) -> tuple[Path, float]:
     timing = out / "timing.json"
     if (out / "export" / "teacher").is_dir() and timing.is_file():
         return out, json.loads(timing.read_text())["seconds"]
-    cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
-    apply_overrides(cfg, [*COMMON, *overrides, f"run.out_dir={out}"])
+    cfg = tiny_cpu_config([*COMMON, *overrides, f"run.out_dir={out}"])
     resume = latest_checkpoint(out / "checkpoints") is not None
     t = time.perf_counter()
     pretrain(cfg, resume=resume)
@@ -93,7 +90,7 @@ def knn_test(backbone: torch.nn.Module, bank: pd.DataFrame, test: pd.DataFrame, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    add_data_argument(ap)
     ap.add_argument("--out", default="runs/evidence_continued")
     ap.add_argument("--source-images", type=int, default=2400, help="pretraining budget of the source model")
     ap.add_argument("--source-size", type=int, default=84, help="source global crop (px): its pos_embed grid")
@@ -109,14 +106,15 @@ def main() -> None:
     ap.add_argument("--test-queries", type=int, default=1500)
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    data = require_data(ap, args)
+    setup_logging()
     out = Path(args.out)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
     manifest = out / "manifests" / "ham10000.csv"
     if not manifest.is_file():
-        df = assign_splits(build("ham10000", Path(args.data) / "ham10000"), test_fraction=0.5,
+        df = assign_splits(build("ham10000", data / "ham10000"), test_fraction=0.5,
                            val_fraction=0.1, group_col="lesion_id", seed=0)
         write_manifest(df, manifest)
     ham = read_manifest(manifest)
@@ -196,13 +194,11 @@ def main() -> None:
     print(pd.DataFrame(pairs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(json.dumps(timings, indent=1))
 
-    dest = REPO / "benchmarks" / "results" / "evidence_continued.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({
+    dest = write_json({
         "args": vars(args), "source_grid": grid, "warmup_steps": runs["warmup"]["warmup_steps"],
         "monitor": curve.to_dict("records"), "teacher_stats": teacher_stats, "final": rows, "paired": pairs,
         "timings_s": timings,
-    }, indent=2, default=float))
+    }, RESULTS / "evidence_continued.json")
     print(f"wrote {dest}")
 
 

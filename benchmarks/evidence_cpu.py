@@ -1,6 +1,6 @@
 """CPU evidence run: hybrid pretraining vs the SSL-only ablation vs random init, on real data.
 
-What it does (all on ``../shared/data``, nothing downloaded):
+What it does (all on the published data folder, ``--data`` or ``$DERMINO_SHARED_DATA``, nothing downloaded):
 
 1. manifests of HAM10000 (grouped 50/50 train/test by lesion + a validation carve-out),
    ISIC 2017 (official train/val; the unlabelled test images join pretraining) and PH2;
@@ -16,49 +16,52 @@ What it does (all on ``../shared/data``, nothing downloaded):
 Prints the tables and writes ``benchmarks/results/evidence_cpu.json``. Takes about 20 minutes on
 2 CPU cores with the defaults; ``--budget`` sets images per pretraining run.
 
-    python benchmarks/evidence_cpu.py --budget 10000 --out runs/evidence
+    python benchmarks/evidence_cpu.py --data PATH/TO/DATA --budget 10000 --out runs/evidence
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 
 import pandas as pd
+from _common import (
+    RESULTS,
+    TINY_ARCH,
+    add_data_argument,
+    evaluation_config,
+    published_manifests,
+    require_data,
+    setup_logging,
+    tiny_cpu_config,
+    write_json,
+)
 
 from dermino.cli import main as cli
-from dermino.config import apply_overrides, load_config
-from dermino.demo import prepare_published
-from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
 from dermino.evaluate.runner import run_evaluation
-from dermino.pretrain import PretrainConfig, pretrain
+from dermino.pretrain import pretrain
 from dermino.results import read_results
 from dermino.segment import SegmentConfig, evaluate_segmentation, train_segmentation
-
-REPO = Path(__file__).resolve().parents[1]
-# tiny_cpu.yaml: ViT-Tiny/14 width 192, 4 blocks, LayerScale 0.1 (so random init is the same
-# architecture *and* initialisation scheme the pretraining runs started from)
-ARCH = {"depth": 4, "layerscale_init": 0.1}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    add_data_argument(ap)
     ap.add_argument("--out", default="runs/evidence")
     ap.add_argument("--budget", type=int, default=10000, help="images per pretraining run")
     ap.add_argument("--eval-size", type=int, default=98)
     ap.add_argument("--seg-epochs", type=int, default=10)
     ap.add_argument("--seg-max-train", type=int, default=1000)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    data = require_data(ap, args)
+    setup_logging()
     out = Path(args.out)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    manifests = prepare_published(Path(args.data), out / "manifests", seed=0)
+    manifests = published_manifests(data, out)
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -69,8 +72,7 @@ def main() -> None:
     weights: dict[str, str | None] = {"random-init": None}
     pretrain_stats = {}
     for run, knowledge in (("hybrid", True), ("ssl-only", False)):
-        cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
-        apply_overrides(cfg, [
+        cfg = tiny_cpu_config([
             f"data.manifests=[{manifests['ham10000']},{manifests['isic2017']}]",
             f"losses.knowledge.enabled={str(knowledge).lower()}",
             f"losses.knowledge.prototypes={out / 'knowledge' / 'prototypes.safetensors'}",
@@ -96,19 +98,9 @@ def main() -> None:
         }
         weights[run] = str(run_dir / "export" / "teacher_backbone.pt")
 
-    ecfg = EvalConfig(name="evidence", out_dir=str(out / "eval"), reference="random-init",
-                      protocols=["knn", "linear", "fairness"])
-    ecfg.backbones = [BackboneSpec(name=k, model="dermino_vit_tiny_14", weights=w, overrides=dict(ARCH))
-                      for k, w in weights.items()]
-    ecfg.datasets = [
-        DatasetSpec(name="ham10000", manifest=str(manifests["ham10000"])),
-        DatasetSpec(name="isic2017-melanoma", manifest=str(manifests["isic2017"]), positive="melanoma",
-                    test_split="val", val_split=""),
-    ]
-    ecfg.embed.image_size = args.eval_size
-    ecfg.embed.cache_dir = str(out / "cache")
+    ecfg = evaluation_config("evidence", out, weights, manifests, "random-init", ["knn", "linear", "fairness"],
+                             args.eval_size)
     ecfg.fairness.attributes = ["sex", "age", "skin_tone"]
-    ecfg.progress = False
     t = time.perf_counter()
     run_evaluation(ecfg)
     timings["evaluate"] = time.perf_counter() - t
@@ -119,7 +111,7 @@ def main() -> None:
             for label in ("random-init", "hybrid"):
                 scfg = SegmentConfig(
                     manifest=str(manifests[dataset]), name=label, backbone="dermino_vit_tiny_14",
-                    weights=weights[label], backbone_overrides=dict(ARCH), head=head,
+                    weights=weights[label], backbone_overrides=dict(TINY_ARCH), head=head,
                     out=str(out / "segment" / f"{dataset}-{head}-{label}"), img_size=[args.eval_size],
                     epochs=args.seg_epochs, max_train=args.seg_max_train, max_val=200, device="cpu",
                     mask_threshold=0.5 if dataset == "ham10000" else None, progress=False,
@@ -138,10 +130,8 @@ def main() -> None:
     table = pd.DataFrame(rows).sort_values(["dataset", "task", "metric", "backbone"])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(json.dumps({"pretrain": pretrain_stats, "timings_s": timings}, indent=2))
-    dest = REPO / "benchmarks" / "results" / "evidence_cpu.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"pretrain": pretrain_stats, "timings_s": timings,
-                                "results": rows, "budget_images": args.budget}, indent=2))
+    write_json({"pretrain": pretrain_stats, "timings_s": timings, "results": rows, "budget_images": args.budget},
+               RESULTS / "evidence_cpu.json")
 
 
 if __name__ == "__main__":

@@ -29,24 +29,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import time
 from pathlib import Path
 
 import pandas as pd
+from _common import (
+    RESULTS,
+    TINY_ARCH,
+    add_data_argument,
+    evaluation_config,
+    published_manifests,
+    require_data,
+    setup_logging,
+    tiny_cpu_config,
+    write_json,
+)
 
-from dermino.config import apply_overrides, load_config
-from dermino.demo import prepare_published
-from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
 from dermino.evaluate.embeddings import EmbedConfig
 from dermino.evaluate.runner import run_evaluation
 from dermino.evaluate.zero_shot import ZeroShotConfig, format_zero_shot, run_zero_shot
-from dermino.pretrain import PretrainConfig, pretrain
+from dermino.pretrain import pretrain
 from dermino.pretrain.knowledge_monitor import COLUMNS as HELDOUT_COLUMNS
 
-REPO = Path(__file__).resolve().parents[1]
-ARCH = {"depth": 4, "layerscale_init": 0.1}  # tiny_cpu.yaml's network (random init = same scheme)
 SYNONYMS = {"melanoma": "malignant melanoma", "common nevus": "benign melanocytic nevus",
             "atypical nevus": "dysplastic nevus"}
 
@@ -68,9 +72,8 @@ def arms(head: str) -> dict[str, tuple[str, list[str]]]:
 def pretrain_run(name: str, overrides: list[str], budget: int, manifests: dict[str, Path], out: Path,
                  args: argparse.Namespace) -> dict:
     run_dir = out / "pretrain" / name
-    cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
     heldout = f"[{manifests['ham10000']},{manifests['isic2017']}]"
-    apply_overrides(cfg, [
+    cfg = tiny_cpu_config([
         f"data.manifests=[{manifests['ham10000']},{manifests['isic2017']}]",
         "crops.global_size=56", "crops.local_size=28", "crops.n_local=2",
         "model.heads.out_dim=1024", "schedule.batch_size=32", f"schedule.budget_images={budget}",
@@ -150,19 +153,8 @@ def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args:
             weights[n] = str(path)
             runs[n]["evaluated_at_images"] = step * 32
             print(f"{n}: unfinished, evaluating the checkpoint at step {step} ({step * 32} images)", flush=True)
-    ecfg = EvalConfig(name="evidence-knowledge", out_dir=str(out / "eval"), reference="ssl-only",
-                      protocols=["knn", "linear"])
-    ecfg.backbones = [BackboneSpec(name=k, model="dermino_vit_tiny_14", weights=w, overrides=dict(ARCH))
-                      for k, w in weights.items()]
-    ecfg.datasets = [
-        DatasetSpec(name="ham10000", manifest=str(manifests["ham10000"])),
-        DatasetSpec(name="isic2017-melanoma", manifest=str(manifests["isic2017"]), positive="melanoma",
-                    test_split="val", val_split=""),
-    ]
-    ecfg.embed.image_size = args.eval_size
-    ecfg.embed.cache_dir = str(out / "cache")
-    ecfg.progress = False
-    run_evaluation(ecfg)
+    run_evaluation(evaluation_config("evidence-knowledge", out, weights, manifests, "ssl-only", ["knn", "linear"],
+                                     args.eval_size))
     comparisons = json.loads((out / "eval" / "tables" / "comparisons.json").read_text())
     rows = []
     for f in sorted((out / "eval" / "results").glob("*.json")):
@@ -178,7 +170,7 @@ def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args:
             continue
         for variant, prompts in (("names", {}), ("synonyms", SYNONYMS)):
             res = run_zero_shot("dermino_vit_tiny_14", weights[name], str(manifests["ph2"]),
-                                ZeroShotConfig(prompts=prompts), overrides=dict(ARCH),
+                                ZeroShotConfig(prompts=prompts), overrides=dict(TINY_ARCH),
                                 embed=EmbedConfig(image_size=args.eval_size, cache_dir=str(out / "cache")),
                                 name=name, dataset="ph2")
             print(format_zero_shot(res), flush=True)
@@ -188,8 +180,7 @@ def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("DERMINO_SHARED_DATA", ""),
-                    help="folder with ham10000/, isic2017/, ph2/ as published (or $DERMINO_SHARED_DATA)")
+    add_data_argument(ap)
     ap.add_argument("--out", default="runs/evidence_knowledge")
     ap.add_argument("--head", default="siglip", help="the parametrisation under test (default: the default)")
     ap.add_argument("--budget", type=int, default=40000, help="images per main arm")
@@ -201,13 +192,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-size", type=int, default=56)
     args = ap.parse_args()
-    if not args.data:
-        ap.error("--data (or $DERMINO_SHARED_DATA) is required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    data = require_data(ap, args)
+    setup_logging()
     out = Path(args.out)
-    manifests = {k: out / "manifests" / f"{k}.csv" for k in ("ham10000", "ph2", "isic2017")}
-    if not all(p.is_file() for p in manifests.values()):
-        manifests = prepare_published(Path(args.data), out / "manifests", seed=0)
+    manifests = published_manifests(data, out)
     table = arms(args.head)
     chosen = [a for a in args.arms.split(",") if a] or list(table)
     unknown = sorted(set(chosen) - set(table))
@@ -224,9 +212,7 @@ def main() -> None:
         elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
             runs[name] = summarise_run(run_dir, budget)
     if args.stage == "summary":
-        dest = REPO / "benchmarks" / "results" / "evidence_knowledge_partial.json"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps({"pretrain": runs}, indent=2, default=str))
+        dest = write_json({"pretrain": runs}, RESULTS / "evidence_knowledge_partial.json")
         for name, r in runs.items():
             print(f"{name}: step {r['last_step']} ({r['last_step'] * 32} of {r['budget_images']} images), "
                   f"{'complete' if r['complete'] else 'unfinished'}")
@@ -238,11 +224,8 @@ def main() -> None:
         print(f"wrote {dest}")
     if args.stage in ("eval", "all"):
         report = evaluate(runs, manifests, out, args)
-        dest = REPO / "benchmarks" / "results" / "evidence_knowledge.json"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps({"pretrain": runs, **report, "head": args.head,
-                                    "budget_images": args.budget, "ablation_budget_images": args.ablation_budget},
-                                   indent=2, default=str))
+        dest = write_json({"pretrain": runs, **report, "head": args.head, "budget_images": args.budget,
+                           "ablation_budget_images": args.ablation_budget}, RESULTS / "evidence_knowledge.json")
         table_df = pd.DataFrame(report["results"]).sort_values(["dataset", "task", "metric", "backbone"])
         print(table_df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         for name, r in runs.items():

@@ -12,44 +12,42 @@ against the class-prior level, the head's AUROC and the prototype cosines every
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import time
 from pathlib import Path
 
 import pandas as pd
+from _common import (
+    RESULTS,
+    add_data_argument,
+    published_manifests,
+    require_data,
+    setup_logging,
+    tiny_cpu_config,
+    write_json,
+)
 
-from dermino.config import apply_overrides, load_config
-from dermino.demo import prepare_published
-from dermino.pretrain import PretrainConfig, pretrain
+from dermino.pretrain import pretrain
 from dermino.pretrain.knowledge_monitor import COLUMNS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("DERMINO_SHARED_DATA", ""))
+    add_data_argument(ap)
     ap.add_argument("--out", default="runs/knowledge_heads_quick")
     ap.add_argument("--budget", type=int, default=3200)
     ap.add_argument("--heads", default="projection,eq5,siglip")
     ap.add_argument("--heldout-every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    if not args.data:
-        ap.error("--data (or $DERMINO_SHARED_DATA) is required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    data = require_data(ap, args)
+    setup_logging()
     out = Path(args.out)
-    m = {k: out / "manifests" / f"{k}.csv" for k in ("ham10000", "isic2017", "ph2")}
-    if not all(p.is_file() for p in m.values()):
-        m = prepare_published(Path(args.data), out / "manifests", seed=0)
+    m = published_manifests(data, out)
     both = f"[{m['ham10000']},{m['isic2017']}]"
     results = {}
     for head in [h for h in args.heads.split(",") if h]:
         run_dir = out / head
-        cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / "tiny_cpu.yaml")
-        apply_overrides(cfg, [
+        cfg = tiny_cpu_config([
             f"data.manifests={both}", "crops.global_size=56", "crops.local_size=28", "crops.n_local=2",
             "model.heads.out_dim=1024", "schedule.batch_size=32", f"schedule.budget_images={args.budget}",
             f"losses.knowledge.head={head}", f"losses.knowledge.heldout={both}",
@@ -65,9 +63,7 @@ def main() -> None:
                          "curve": metrics[["step", *COLUMNS]].to_dict(orient="list")}
         print(head)
         print(metrics[["step", "knowledge", *COLUMNS]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    dest = REPO / "benchmarks" / "results" / "knowledge_heads_quick.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"budget_images": args.budget, "heads": results}, indent=2))
+    dest = write_json({"budget_images": args.budget, "heads": results}, RESULTS / "knowledge_heads_quick.json")
     print(f"wrote {dest}")
 
 

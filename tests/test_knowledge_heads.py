@@ -83,6 +83,25 @@ def test_siglip_first_loss_is_the_class_prior_level():
     assert head2.temperature.requires_grad and head2.bias.requires_grad
 
 
+def test_siglip_reads_its_pending_flag_from_the_device_only_until_initialised(monkeypatch):
+    """After the first batch a training forward makes no ``bool(tensor)`` (a GPU sync); a loaded
+    state with the initialisation still pending is honoured."""
+    w = F.normalize(torch.randn(4, 16), dim=1)
+    head = build_knowledge_head("siglip", w, 8, class_prior=torch.full((4,), 0.25)).train()
+    head(torch.randn(6, 8))
+    assert not bool(head.pending_init) and head.bias_shift.abs().sum() > 0
+    reads = []
+    real = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t.shape) or real(t))
+    head(torch.randn(6, 8))
+    assert reads == []
+    monkeypatch.undo()
+    fresh = build_knowledge_head("siglip", w, 8, class_prior=torch.full((4,), 0.25)).train()
+    head.load_state_dict(fresh.state_dict())  # pending again: the next batch initialises
+    head(torch.randn(6, 8))
+    assert not bool(head.pending_init) and head.bias_shift.abs().sum() > 0
+
+
 def test_anchor_penalty_pulls_trainable_prototypes_back():
     w = F.normalize(torch.randn(4, 16), dim=1)
     head = build_knowledge_head("siglip", w, 32, trainable=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dermino.pretrain.config import tiny_config
-from dermino.pretrain.fast_step import FastStep, use_sdpa
+from dermino.pretrain.fast_step import FastStep, TrainStep, fast_path_blocker, use_sdpa
 from dermino.pretrain.model import TERMS
 from dermino.pretrain.trainer import Trainer
 
@@ -106,6 +107,38 @@ def test_activation_checkpointing_and_centering_keep_the_values(tmp_path, batche
     assert ckpt.model.dino_center.center.abs().sum() > 0
 
 
+def test_head_warmup_runs_on_the_fast_step_and_logs_teacher_statistics(tmp_path, batches):
+    ref = _trainer(tmp_path, "ref", **{"schedule.head_warmup_images": 8})  # 2 steps of 4 images
+    fast = _trainer(tmp_path, "fast", **{"schedule.head_warmup_images": 8})
+    assert fast.warmup.steps == 2 and fast_path_blocker(fast) is None
+    frozen = {k: v.clone() for k, v in fast.model.state_dict().items() if ".backbone." in f".{k}"}
+    stepper = TrainStep(fast)
+    assert stepper.sync_free
+    torch.manual_seed(123)
+    rows = [stepper.read(stepper([b])) for b in batches[:2]]
+    after = fast.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in frozen.items())  # student and teacher backbones
+    assert not any(fast.optimizer.state.get(p) for p in fast.warmup.params)
+    ref_rows = _run_reference(ref, batches[:2])
+    for a, b in zip(rows, ref_rows, strict=True):
+        assert a["head_warmup"] == b["head_warmup"] == 1
+        for k in ("loss", "teacher_entropy", "prototypes_used"):
+            assert a[k] == pytest.approx(b[k], rel=MULTI_STEP_RTOL), k
+        assert 0 < a["teacher_entropy"] <= math.log(fast.cfg.model.heads.out_dim) + 1e-4
+    row = stepper.read(stepper([batches[2]]))  # the normal schedules from here: the backbone moves
+    assert row["head_warmup"] == 0
+
+
+def test_fit_runs_the_reference_policy_when_fast_step_is_off(tmp_path):
+    t = _trainer(tmp_path, "slow", **{"run.fast_step": False})
+    assert not t._stepper().sync_free
+    t.fit()
+    import pandas as pd
+
+    metrics = pd.read_csv(tmp_path / "slow" / "metrics.csv")
+    assert metrics["step"].tolist() == [1, 2, 3, 4] and metrics["teacher_entropy"].notna().all()
+
+
 def _centering(tmp_path):
     cfg = copy.deepcopy(tiny_config(str(tmp_path)).losses.dino)
     cfg.normalisation = "centering"
@@ -153,6 +186,7 @@ def test_fit_uses_the_fast_step_and_reads_every_log_interval(tmp_path):
 
     metrics = pd.read_csv(tmp_path / "fit" / "metrics.csv")
     assert metrics["step"].tolist() == [2, 4] and (metrics["loss"] > 0).all()
+    assert metrics["teacher_entropy"].notna().all() and (metrics["prototypes_used"] >= 1).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs exist only with a GPU")

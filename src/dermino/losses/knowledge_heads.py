@@ -204,6 +204,18 @@ class SigmoidMatchHead(_Head):
         # the first batch's shift of the bias, kept apart from the parameter: a buffer is replicated
         # under DDP and FSDP alike, while an in-place change of an FSDP parameter inside forward is lost
         self.register_buffer("bias_shift", torch.zeros(c))
+        self._pending: bool | None = None  # host copy of pending_init: reading the buffer syncs a GPU
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._pending = None  # a loaded pending_init is read again on the next training forward
+
+    def _init_pending(self) -> bool:
+        """Whether the bias still waits for its first batch; read from the device once, then cached,
+        so the training step stays free of host-device syncs after the first batch."""
+        if self._pending is None:
+            self._pending = bool(self.pending_init)
+        return self._pending
 
     @property
     def temperature(self) -> Tensor:
@@ -227,7 +239,7 @@ class SigmoidMatchHead(_Head):
 
     def forward(self, cls: Tensor) -> Tensor:
         cos = self.cosines(cls, self.weight)
-        if self.training and bool(self.pending_init):
+        if self.training and self._init_pending():
             self._init_bias(cos.detach().float())
         return self.temperature * cos + (self.bias - self.bias_shift)
 
@@ -241,6 +253,7 @@ class SigmoidMatchHead(_Head):
             return
         self.bias_shift.copy_(shift.to(self.bias_shift))
         self.pending_init.fill_(False)
+        self._pending = False
 
 
 def build_knowledge_head(kind: str, prototypes: Tensor, in_dim: int, *, class_prior: Tensor | None = None,

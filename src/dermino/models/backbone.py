@@ -19,8 +19,10 @@ import timm
 import torch
 from timm.models import checkpoint_seq
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
+from dermino.models.packing import Packing, crop_drop_scale, pack, unpack
 from dermino.models.registry import (  # re-exported: the registry's old home
     BackboneFactory,
     list_backbones,
@@ -111,6 +113,21 @@ class ViTBackbone(nn.Module):
         tokens = self.vit.norm(tokens)
         return {"cls": tokens[:, 0], "patch": tokens[:, self.num_prefix_tokens :]}
 
+    def forward_features_packed(
+        self, crops: Sequence[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> list[dict[str, torch.Tensor]]:
+        """``forward_features`` of several crop batches (e.g. global and local crops) in one packed
+        forward with a block-diagonal attention mask (``models/packing.py``); same outputs."""
+        packed, packing = pack([self._tokens(x, masks) for x, masks in crops])
+        mask = packing.mask
+        for block in self.vit.blocks:
+            if self.vit.grad_checkpointing and torch.is_grad_enabled():
+                packed = checkpoint(_packed_block, block, packed, mask, packing, use_reentrant=False)
+            else:
+                packed = _packed_block(block, packed, mask, packing)
+        tokens = unpack(self.vit.norm(packed), packing)
+        return [{"cls": t[:, 0], "patch": t[:, self.num_prefix_tokens :]} for t in tokens]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)["cls"]
 
@@ -128,6 +145,16 @@ class ViTBackbone(nn.Module):
             if len(outs) == len(wanted):
                 break
         return [outs[i % len(self.vit.blocks)] for i in indices]
+
+
+def _packed_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """A timm ``Block`` on packed rows; in training its stochastic depth drops whole crops, not rows."""
+    p1 = getattr(block.drop_path1, "drop_prob", 0.0)
+    p2 = getattr(block.drop_path2, "drop_prob", 0.0)
+    if not (block.training and (p1 or p2)):
+        return block(x, attn_mask=mask)
+    x = x + block.ls1(block.attn(block.norm1(x), attn_mask=mask)) * crop_drop_scale(packing, p1, x.dtype)
+    return x + block.ls2(block.mlp(block.norm2(x))) * crop_drop_scale(packing, p2, x.dtype)
 
 
 _VIT_TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 28}

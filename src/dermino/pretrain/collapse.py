@@ -39,16 +39,22 @@ class CollapseError(RuntimeError):
 
 
 @torch.no_grad()
-def teacher_statistics(logits: Tensor, temperature: float) -> dict[str, float]:
-    """``teacher_entropy`` (mean per-row entropy, nats) and ``prototypes_used`` (effective number)."""
+def teacher_statistics_values(logits: Tensor, temperature: float) -> Tensor:
+    """``[teacher_entropy, prototypes_used]`` as a device tensor (no sync: the fast step reads it later)."""
     if logits.numel() == 0:
-        return {"teacher_entropy": math.nan, "prototypes_used": math.nan}
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        return torch.full((2,), math.nan, device=logits.device)
+    logp = torch.log_softmax(logits.detach().float() / temperature, dim=-1)
     p = logp.exp()
     entropy = -(p * logp).sum(-1).mean()
     mean = p.mean(0)
     marginal = -(mean * torch.log(mean.clamp_min(1e-30))).sum()
-    return {"teacher_entropy": float(entropy), "prototypes_used": float(marginal.exp())}
+    return torch.stack([entropy, marginal.exp()])
+
+
+def teacher_statistics(logits: Tensor, temperature: float) -> dict[str, float]:
+    """``teacher_entropy`` (mean per-row entropy, nats) and ``prototypes_used`` (effective number)."""
+    entropy, used = teacher_statistics_values(logits, temperature).tolist()
+    return {"teacher_entropy": entropy, "prototypes_used": used}
 
 
 @dataclass

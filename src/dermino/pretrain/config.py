@@ -180,6 +180,9 @@ class RunConfig:
     collapse_patience: Annotated[int, NonNegative] = 3
     fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
+    # student's global and local crops in one packed forward (block-diagonal attention mask);
+    # off by default: slower on CPU (docs/pretraining_speed.md)
+    pack_crops: bool = False
 
 
 @dataclass

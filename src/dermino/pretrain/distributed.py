@@ -97,15 +97,6 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True only if ``flag`` holds on every rank (so all ranks take the same branch)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor(0.0 if flag else 1.0, device=device)
-    dist.all_reduce(t)
-    return bool(t.item() == 0)
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

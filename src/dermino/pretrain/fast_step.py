@@ -1,27 +1,30 @@
-"""The fast training step: same maths as ``Trainer.train_step``, no host-device sync inside.
+"""The training step, one code path with two sync policies, and the pieces of the fast path.
 
 Why: on a GPU every ``float(tensor)`` or ``bool(tensor)`` waits for the device to finish, so
 the CPU cannot queue the next step's kernels (and the data copy) while the GPU works. The
-reference step reads the loss and gradient norm every step (to skip a non-finite step); here
-those checks stay on the device:
+reference policy reads the loss and gradient norm every step (to skip a non-finite step); the
+sync-free policy (``run.fast_step``, default) keeps those checks on the device:
 
 - a non-finite loss / gradient norm sets ``found_inf`` on the *fused* AdamW, which then leaves
   parameters, moments and its step counter unchanged (the same mechanism ``GradScaler`` uses);
 - the EMA teacher and the DINO centres are updated with a momentum of 1 on such a step;
-- the logged values, the skipped-step count and the consecutive-bad-step counter are read
-  once per log interval (``FastStep.read``), so a diverged run stops at the next read rather
-  than at the bad step itself (skipped steps change nothing, so only time is lost);
+- the logged values (losses, gradient norm, teacher entropy, prototypes used), the skipped-step
+  count and the consecutive-bad-step counter are read once per log interval (``TrainStep.read``),
+  so a diverged run stops at the next read rather than at the bad step itself (skipped steps
+  change nothing, so only time is lost);
 - the iBOT masked-token index (``nonzero``, which syncs on a GPU) is computed on the host
   before the batch is copied (pinned, non-blocking).
 
-Other pieces of the fast path live here too: fused AdamW (CPU and GPU), SDPA attention, and
-optional activation checkpointing.
+The head warm-up of continued pretraining needs no sync (which steps freeze the backbone is known
+on the host), so it runs on both policies. Other pieces of the fast path live here too: fused
+AdamW (CPU and GPU), SDPA attention, and optional activation checkpointing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any
 
 import torch
@@ -29,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dermino.losses import masked_patch_weights
+from dermino.pretrain.collapse import teacher_statistics_values
 from dermino.pretrain.distributed import full_value
 from dermino.pretrain.model import TERMS
 
@@ -84,20 +88,27 @@ def fast_path_blocker(trainer: Any) -> str | None:  # a pretrain Trainer (not im
         return "fp16 uses a GradScaler, which reads its scale every step"
     if not any(g.get("fused") for g in trainer.optimizer.param_groups):
         return "the optimizer is not fused AdamW (found_inf skipping needs it)"
-    warmup = getattr(trainer, "warmup", None)
-    if warmup is not None and warmup.steps > trainer.step:
-        return "the head warm-up freezes the backbone step by step (reference step only)"
     return None
 
 
-class FastStep:
-    """Callable like ``Trainer.train_step`` but returns device tensors; ``read`` turns them into floats."""
+class TrainStep:
+    """One optimizer step of a pretrain ``Trainer``, for both sync policies.
 
-    def __init__(self, trainer: Any):  # a pretrain Trainer
-        why = fast_path_blocker(trainer)
+    ``sync_free=True`` (the fast path, ``run.fast_step``): the skip decision of a non-finite step
+    stays on the device (``found_inf`` on the fused AdamW, momentum 1 for the teacher and centres)
+    and the values are read when ``read`` is called (every log interval). ``sync_free=False`` (the
+    reference, used by ``Trainer.train_step``, fp16 and non-fused optimizers): the decision is read
+    on the host every step and a skipped step runs no optimizer, EMA or centre update at all.
+    Everything else -- schedules, accumulation, DDP/FSDP gradient sync, the head warm-up,
+    last-layer freezing, clipping, the logged columns -- is this one code path.
+    """
+
+    def __init__(self, trainer: Any, sync_free: bool = True):  # a pretrain Trainer
+        why = fast_path_blocker(trainer) if sync_free else None
         if why:
             raise ValueError(f"fast step unavailable: {why}")
         self.t = trainer
+        self.sync_free = sync_free
         dev = trainer.device
         self.consecutive = torch.tensor(trainer.bad_steps, device=dev, dtype=torch.int64)
         self.skipped = torch.zeros((), device=dev, dtype=torch.int64)
@@ -111,10 +122,9 @@ class FastStep:
         return bad == 0
 
     @torch.no_grad()
-    def _masked_teacher_update(self, momentum: float, ok: Tensor) -> None:
-        model = self.t.model
+    def _masked_teacher_update(self, momentum: float, ok: Tensor, backbone: bool) -> None:
         keep = ok.to(torch.float32) * (1.0 - momentum)  # 0 on a skipped step: the teacher stays
-        teacher, student = model.teacher_student_pairs()
+        teacher, student = self.t.model.teacher_student_pairs(backbone)
         torch._foreach_lerp_(teacher, [p.detach() for p in student], keep)
 
     @torch.no_grad()
@@ -132,21 +142,53 @@ class FastStep:
             else:  # created by this update: a skipped step leaves it at zero
                 c.center.mul_(ok.to(c.center.dtype))
 
+    def _update(self, ok: Tensor, momentum: float, teacher_logits: list[dict[str, Tensor]], warm: bool) -> None:
+        """Optimizer, EMA teacher and centres, each only on a good step."""
+        t, opt = self.t, self.t.optimizer
+        if self.sync_free:
+            opt.grad_scale, opt.found_inf = None, (~ok).to(torch.float32)  # type: ignore[attr-defined]
+            try:
+                opt.step()
+            finally:
+                del opt.grad_scale, opt.found_inf  # type: ignore[attr-defined]
+        elif bool(ok):
+            t.scaler.step(opt)
+            t.scaler.update()
+        else:
+            if t.scaler.is_enabled():
+                t.scaler.update()
+            return
+        if t.fsdp:  # FSDP leaves a root's whole parameters in place after forward
+            t.model.teacher.reshard()  # type: ignore[operator]
+            t.model.student.reshard()  # type: ignore[operator]
+        if self.sync_free:
+            self._masked_teacher_update(momentum, ok, backbone=not warm)
+            self._masked_center_update(teacher_logits, ok)
+        else:
+            t.model.update_teacher(momentum, backbone=not warm)
+            for tl in teacher_logits:
+                t.model.update_centers(tl)
+
     def __call__(self, micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run the step; the row holds device tensors until ``read``."""
         t = self.t
+        if not self.sync_free:  # the trainer's counter may have been set (resume) since the last step
+            self.consecutive.fill_(t.bad_steps)
         s = min(t.step, t.total_steps - 1)
         lr, wd, mom, temp = t.lr[s], t.wd[s], t.momentum[s], t.teacher_temp[s]
         for g in t.optimizer.param_groups:
             g["lr"] = lr * g["lr_mult"]
             g["weight_decay"] = wd * g["wd_mult"]
+        warm = t.warmup.active(t.step)
         t.model.train()
+        t.warmup.begin(t.step)
         dev = t.device
         loss_sum = torch.zeros((), device=dev)
         term_sum = torch.zeros(len(TERMS), device=dev)
         teacher_logits = []
         n = len(micro_batches)
         for i, mb in enumerate(micro_batches):
-            mb = t._to_device(with_ibot_index(mb))
+            mb = t._to_device(with_ibot_index(mb) if self.sync_free else mb)
             sync = n == 1 or i == n - 1
             if t.fsdp:
                 t.student.set_requires_gradient_sync(sync)  # type: ignore[operator]
@@ -154,47 +196,47 @@ class FastStep:
             with t.student.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
                 with t._autocast():
                     out = t.model.compute_loss(mb, float(temp), student=t.student_call)
-                (out.loss / n).backward()
+                t.scaler.scale(out.loss / n).backward()
             loss_sum += out.loss.detach().float() / n
             term_sum += torch.stack([out.terms[k].detach().float() for k in TERMS]) / n
             teacher_logits.append(out.teacher_logits)
         if t.step < t.freeze_last_layer_steps:
             for p in t.last_layer_params:
                 p.grad = None
+        t.warmup.drop_backbone_grads(t.step)
+        t.scaler.unscale_(t.optimizer)
         clip = t.cfg.optim.clip_grad
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(t.params, clip if clip > 0 else float("inf")))
-        ok = self._finite_everywhere(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))
-        bad = (~ok).to(torch.float32)
-        opt = t.optimizer
-        opt.grad_scale, opt.found_inf = None, bad  # type: ignore[attr-defined]
-        try:
-            opt.step()
-        finally:
-            del opt.grad_scale, opt.found_inf  # type: ignore[attr-defined]
-        if t.fsdp:
-            t.model.teacher.reshard()  # type: ignore[operator]
-            t.model.student.reshard()  # type: ignore[operator]
-        self._masked_teacher_update(float(mom), ok)
-        self._masked_center_update(teacher_logits, ok)
-        opt.zero_grad(set_to_none=True)
+        finite = torch.isfinite(loss_sum)
+        if not t.scaler.is_enabled():  # fp16: an overflowing gradient is the scaler's business
+            finite = finite & torch.isfinite(grad_norm)
+        ok = self._finite_everywhere(finite)
+        self._update(ok, float(mom), teacher_logits, warm)
+        t.optimizer.zero_grad(set_to_none=True)
         not_ok = (~ok).to(torch.int64)
         self.consecutive = (self.consecutive + 1) * not_ok
         self.skipped += not_ok
+        stats = torch.full((2,), float("nan"), device=dev)
+        if teacher_logits and "dino" in teacher_logits[0]:
+            stats = teacher_statistics_values(torch.cat([tl["dino"] for tl in teacher_logits]), float(temp))
         t.step += 1
-        return {"loss_terms": torch.cat([loss_sum.reshape(1), term_sum, grad_norm.float().reshape(1)]),
-                "lr": float(lr), "wd": float(wd), "momentum": float(mom), "teacher_temp": float(temp)}
+        return {"loss_terms": torch.cat([loss_sum.reshape(1), term_sum, grad_norm.float().reshape(1), stats]),
+                "lr": float(lr), "wd": float(wd), "momentum": float(mom), "teacher_temp": float(temp),
+                "head_warmup": int(warm)}
 
     def read(self, row: dict[str, Any]) -> dict[str, Any]:
         """Floats of the last step (one device sync); updates ``trainer.bad_steps`` and logs skips."""
         values = torch.cat([row["loss_terms"].float(), self.skipped.reshape(1).float(),
                             self.consecutive.reshape(1).float()]).tolist()
         loss, *terms = values[: 1 + len(TERMS)]
-        grad_norm, skipped, consecutive = values[1 + len(TERMS):]
+        grad_norm, entropy, used, skipped, consecutive = values[1 + len(TERMS):]
         out = {k: v for k, v in row.items() if k != "loss_terms"}
         out.update(zip(TERMS, terms, strict=True))
         out.update(loss=loss, grad_norm=grad_norm, skipped=int(skipped))
+        if not math.isnan(entropy):
+            out.update(teacher_entropy=entropy, prototypes_used=used)
         self.t.bad_steps = int(consecutive)
-        if skipped:  # steps numbered from 1, as in metrics.csv and the reference step's log
+        if skipped:  # steps numbered from 1, as in metrics.csv
             if self.t.step - self.first_unread == 1:
                 log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
                             self.t.step, loss, grad_norm, int(consecutive))
@@ -204,3 +246,7 @@ class FastStep:
         self.skipped.zero_()
         self.first_unread = self.t.step
         return out
+
+
+#: the sync-free step (``TrainStep(trainer)``); the name the benchmarks and older code use
+FastStep = TrainStep

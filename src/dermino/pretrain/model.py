@@ -62,6 +62,7 @@ class Branch(nn.Module):
         self.dino_head = dino_head
         self.ibot_head = ibot_head
         self.knowledge_head = knowledge_head
+        self.pack_crops = False  # run.pack_crops: global and local crops in one packed forward
 
     def forward(
         self,
@@ -70,12 +71,18 @@ class Branch(nn.Module):
         masks: Tensor | None = None,
         flat_index: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        feats = self.backbone.forward_features(global_crops, masks=masks)
+        local = None
+        if self.pack_crops and local_crops is not None and self.dino_head is not None:
+            feats, local = self.backbone.forward_features_packed([(global_crops, masks), (local_crops, None)])
+        else:
+            feats = self.backbone.forward_features(global_crops, masks=masks)
         out = {"cls_global": feats["cls"]}
         if self.dino_head is not None:
             out["dino_global"] = self.dino_head(feats["cls"])
             if local_crops is not None:
-                out["dino_local"] = self.dino_head(self.backbone.forward_features(local_crops)["cls"])
+                if local is None:
+                    local = self.backbone.forward_features(local_crops)
+                out["dino_local"] = self.dino_head(local["cls"])
         if self.ibot_head is not None and flat_index is not None:
             out["ibot"] = self.ibot_head(feats["patch"].flatten(0, 1)[flat_index])
         if self.knowledge_head is not None:

@@ -40,17 +40,15 @@ from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
     DistInfo,
     all_reduce_mean,
-    all_true,
     barrier,
     cleanup,
-    full_value,
     init_distributed,
     pick_device,
     shard_branches,
     wrap_model,
 )
 from dermino.pretrain.fast_step import (
-    FastStep,
+    TrainStep,
     fast_path_blocker,
     make_adamw,
     set_activation_checkpointing,
@@ -198,6 +196,10 @@ class Trainer:
         self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes, class_prior).to(self.device)
         use_sdpa(self.model)
         set_activation_checkpointing(self.model.student.backbone, cfg.run.activation_checkpointing)
+        if cfg.run.pack_crops:
+            if not hasattr(self.model.student.backbone, "forward_features_packed"):
+                raise ValueError(f"run.pack_crops=true needs a dermino ViT backbone, got {cfg.model.arch}")
+            self.model.student.pack_crops = True
         self.fsdp = bool(cfg.run.fsdp)
         # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
         # for the kNN monitor and the export (same architecture and grid, whatever the init).
@@ -251,6 +253,7 @@ class Trainer:
         self.data_state = (0, 0)  # (epoch, images consumed by this rank in that epoch)
         self.bad_steps = 0
         self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
+        self._reference: TrainStep | None = None  # train_step's stepper, made on first use
         torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
 
     # ------------------------------------------------------------------ budget / data
@@ -299,82 +302,27 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
-        """One optimizer step over ``micro_batches``; returns the logged values of this step."""
-        s = min(self.step, self.total_steps - 1)
-        lr, wd, mom, temp = self.lr[s], self.wd[s], self.momentum[s], self.teacher_temp[s]
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr * g["lr_mult"]
-            g["weight_decay"] = wd * g["wd_mult"]
-        self.model.train()
-        self.warmup.begin(self.step)
-        loss_sum = torch.zeros((), device=self.device)
-        term_sum = torch.zeros(len(TERMS), device=self.device)
-        teacher_logits = []
-        n = len(micro_batches)
-        for i, mb in enumerate(micro_batches):
-            mb = self._to_device(mb)
-            sync = n == 1 or i == n - 1
-            if self.fsdp:
-                self.student.set_requires_gradient_sync(sync)  # type: ignore[operator]
-            no_sync = not sync and not self.fsdp and hasattr(self.student, "no_sync")
-            with self.student.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
-                with self._autocast():
-                    out = self.model.compute_loss(mb, float(temp), student=self.student_call)
-                self.scaler.scale(out.loss / n).backward()
-            loss_sum += out.loss.detach().float() / n
-            term_sum += torch.stack([out.terms[k].detach().float() for k in TERMS]) / n
-            teacher_logits.append(out.teacher_logits)
-        if self.step < self.freeze_last_layer_steps:
-            for p in self.last_layer_params:
-                p.grad = None
-        self.warmup.drop_backbone_grads(self.step)
-        self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.clip_grad
-        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
-        fp16 = self.scaler.is_enabled()
-        finite = bool(torch.isfinite(loss_sum)) and (fp16 or bool(torch.isfinite(grad_norm)))
-        ok = all_true(finite, self.device)
-        if ok:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.fsdp:  # FSDP leaves a root's whole parameters in place after forward
-                self.model.teacher.reshard()  # type: ignore[operator]
-                self.model.student.reshard()  # type: ignore[operator]
-            self.model.update_teacher(float(mom), backbone=not self.warmup.active(self.step))
-            for tl in teacher_logits:
-                self.model.update_centers(tl)
-            self.bad_steps = 0
-        else:
-            if fp16:
-                self.scaler.update()
-            self.bad_steps += 1
-            log.warning(  # step numbered from 1, as in metrics.csv
-                "step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
-                self.step + 1, float(loss_sum), float(grad_norm), self.bad_steps,
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        """One optimizer step over ``micro_batches`` with the reference sync policy (values read,
+        and the skip decided, on the host every step); returns the logged values of this step."""
+        if self._reference is None:
+            self._reference = TrainStep(self, sync_free=False)
+        row = self._reference.read(self._reference(micro_batches))
+        self._check_bad_steps()
+        return row
+
+    def _check_bad_steps(self) -> None:
         if self.bad_steps >= self.cfg.run.max_bad_steps:
             raise BadStepsError(
                 f"{self.bad_steps} consecutive non-finite steps (steps {self.step - self.bad_steps + 1}-{self.step}); stopping"
             )
-        row = {k: float(v) for k, v in zip(TERMS, term_sum.tolist(), strict=True)}
-        row.update(loss=float(loss_sum), lr=float(lr), wd=float(wd), momentum=float(mom),
-                   teacher_temp=float(temp), grad_norm=float(grad_norm), skipped=int(not ok),
-                   head_warmup=int(self.warmup.active(self.step - 1)))
-        if teacher_logits and "dino" in teacher_logits[0]:
-            row.update(collapse.teacher_statistics(torch.cat([t["dino"] for t in teacher_logits]), float(temp)))
-        return row
 
-    def _fast_step(self) -> FastStep | None:
-        """The sync-free step when configured and correct for this setup (else the reference step)."""
-        if not self.cfg.run.fast_step:
-            return None
-        why = fast_path_blocker(self)
+    def _stepper(self) -> TrainStep:
+        """The sync-free step when configured and correct for this setup, else the reference one."""
+        why = "run.fast_step=false" if not self.cfg.run.fast_step else fast_path_blocker(self)
         if why:
-            log.info("reference training step: %s", why)
-            return None
-        return FastStep(self)
+            log.info("reference training step (values read every step): %s", why)
+            return TrainStep(self, sync_free=False)
+        return TrainStep(self, sync_free=True)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -537,25 +485,23 @@ class Trainer:
         if monitor and self.step == 0 and cfg.model.init_weights:
             monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
         stream = self.batches()
-        fast = self._fast_step()
+        step = self._stepper()
         t0, images_since = time.perf_counter(), 0
         while self.step < self.total_steps:
             micro = [next(stream) for _ in range(self.accum)]
             try:
-                row = self.train_step(micro) if fast is None else fast(micro)
+                row = step(micro)
                 images_since += self.global_batch
                 bar.update(1)
                 done = self.step >= self.total_steps
                 k_due = bool(kmon) and ((k_every and self.step % k_every == 0) or done)
-                if fast is not None:  # device values: read (one sync) only when logging, saving or monitoring
+                if step.sync_free:  # device values: read (one sync) only when logging, saving or monitoring
                     monitoring = monitor and cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0
                     if not (self.step % cfg.run.log_every == 0 or self.step % cfg.run.checkpoint_every == 0
                             or done or monitoring or k_due):
                         continue
-                    row = fast.read(row)
-                    if self.bad_steps >= cfg.run.max_bad_steps:
-                        raise BadStepsError(f"{self.bad_steps} consecutive non-finite steps "
-                                            f"(steps {self.step - self.bad_steps + 1}-{self.step}); stopping")
+                row = step.read(row)
+                self._check_bad_steps()
             except BadStepsError as exc:
                 bar.close()
                 if metrics:
