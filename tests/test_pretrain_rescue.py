@@ -114,3 +114,17 @@ def test_resume_with_allowed_architecture_change_is_one_clear_error(tmp_path, co
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "does not fit this model" in err and len(err.splitlines()) == 1
+
+
+def test_allowed_batch_size_change_keeps_the_image_counter(tmp_path, config_file):
+    """The image and epoch columns count what was consumed, not step x the current batch."""
+    out = tmp_path / "run"
+    base = ["pretrain", "--config", str(config_file), "--out", str(out), "run.log_every=1"]
+    assert main([*base, "schedule.budget_steps=2", "schedule.batch_size=4"]) == 0
+    assert main([*base, "--resume", "--allow-config-change", "schedule.budget_steps", "schedule.batch_size",
+                 "schedule.budget_steps=3", "schedule.batch_size=2"]) == 0
+    csv = pd.read_csv(out / "metrics.csv")
+    assert csv["step"].tolist() == [1, 2, 3]
+    assert csv["images"].tolist() == [4, 8, 10]  # step x new batch would log 6 at step 3
+    assert csv["epoch"].is_monotonic_increasing
+    assert load_checkpoint(out / "checkpoints" / "step_00000003.pt")["images_seen"] == 10

@@ -250,6 +250,9 @@ class Trainer:
         self.peak = peak_tflops(self.device, prec, cfg.run.peak_tflops)
 
         self.step = 0
+        # images consumed so far; kept in the checkpoint, so an allowed batch-size change on resume
+        # does not make the logged image and epoch counters jump (step x new batch would)
+        self.images_seen = 0
         self.data_state = (0, 0)  # (epoch, images consumed by this rank in that epoch)
         self.bad_steps = 0
         self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
@@ -348,6 +351,7 @@ class Trainer:
             "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "data_state": self.data_state,
+            "images_seen": self.images_seen,
             "bad_steps": self.bad_steps,
             "config": to_dict(self.cfg),
             "world_size": self.world,
@@ -378,6 +382,8 @@ class Trainer:
                 raise ValueError(f"the checkpoint does not fit this model/optimizer: {str(exc).splitlines()[0]}") from exc
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        # checkpoints from before the counter existed: every earlier step had this run's batch
+        self.images_seen = int(state.get("images_seen", self.step * self.global_batch))
         self.data_state = tuple(state["data_state"])
         self.bad_steps = int(state.get("bad_steps", 0))
         ckpt.set_rng_state(state["rng"][self.dist.rank])
@@ -492,6 +498,7 @@ class Trainer:
             try:
                 row = step(micro)
                 images_since += self.global_batch
+                self.images_seen += self.global_batch
                 bar.update(1)
                 done = self.step >= self.total_steps
                 k_due = bool(kmon) and ((k_every and self.step % k_every == 0) or done)
@@ -515,7 +522,8 @@ class Trainer:
                 row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
                 dt = max(time.perf_counter() - t0, 1e-9)
                 ips = images_since / dt
-                row.update(step=self.step, epoch=self.step / self.steps_per_epoch, images=self.step * self.global_batch,
+                row.update(step=self.step, epoch=self.data_state[0] + self.data_state[1] / self.sampler.per_rank,
+                           images=self.images_seen,
                            images_per_s=ips, mfu=ips * self.flops_per_image / (self.peak * 1e12 * self.world))
                 bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", ips=f"{ips:.1f}", mfu=f"{row['mfu']:.1%}")
                 if metrics:
