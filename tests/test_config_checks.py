@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -9,7 +10,17 @@ import pytest
 import torch
 
 from dermino.cli import main
-from dermino.config import AtLeast1, ConfigError, Positive, Probability, Range, check_config, load_config
+from dermino.config import (
+    AtLeast1,
+    ConfigError,
+    NonEmpty,
+    Positive,
+    Probability,
+    Range,
+    SubsetOf,
+    check_config,
+    load_config,
+)
 from dermino.pretrain.config import PretrainConfig, tiny_config, validate
 from dermino.segment.config import SegmentConfig
 
@@ -96,3 +107,18 @@ def test_flags_are_taken_verbatim_and_overrides_win():
     assert cfg.out == "2024" and cfg.epochs == 3  # a flag value is never parsed as YAML; None = flag not given
     with pytest.raises(ConfigError, match="no key 'nope'"):
         load_config(SegmentConfig, None, flags={"nope": "x"})
+
+
+@dataclass
+class Lists:
+    targets: Annotated[list[str], SubsetOf(("qkv", "proj"))] = None  # type: ignore[assignment]
+    column: Annotated[str, NonEmpty()] = "source"
+
+
+def test_list_and_text_checks_name_the_key():
+    assert check_config(Lists(targets=["qkv"])).column == "source"
+    for bad, expected in ((Lists(targets=["head"]), "targets=['head']: must be a non-empty list from qkv, proj"),
+                          (Lists(targets=[]), "targets=[]: must be a non-empty list"),
+                          (Lists(targets=["proj"], column=""), "column='': must not be empty")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            check_config(bad)

@@ -59,6 +59,30 @@ class Device:
         return device_problem(str(value))
 
 
+@dataclasses.dataclass(frozen=True)
+class SubsetOf:
+    """A list field whose items must come from ``choices`` (and, with ``nonempty``, at least one)."""
+
+    choices: tuple[str, ...]
+    nonempty: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list | tuple):
+            return None  # the type is checked by coercion, not here
+        bad = [v for v in value if v not in self.choices]
+        if bad or (self.nonempty and not value):
+            return f"must be a {'non-empty ' if self.nonempty else ''}list from {', '.join(self.choices)}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class NonEmpty:
+    """A string or list field that must not be empty."""
+
+    def problem(self, value: Any) -> str | None:
+        return "must not be empty" if isinstance(value, str | list | tuple) and not value else None
+
+
 # the usual ranges, by meaning
 Positive = Range(gt=0)
 NonNegative = Range(ge=0)
