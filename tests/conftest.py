@@ -14,6 +14,14 @@ SHARED_DATA = Path(os.environ.get("DERMINO_SHARED_DATA", REPO_ROOT.parent / "sha
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Pretraining sets torch's thread count (``run.threads``); later tests get the suite's own back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The full public datasets beside the repo (../shared/data); skip when absent."""

@@ -23,13 +23,6 @@ from dermino.pretrain.warmup import HEAD_WARMUP_FRACTION, head_warmup_steps
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory) -> dict[str, str]:
     return {k: str(v) for k, v in sample_manifests(tmp_path_factory.mktemp("manifests")).items()}

@@ -7,7 +7,6 @@ import re
 
 import pandas as pd
 import pytest
-import torch
 
 from dermino.cli import main
 from dermino.config import save_config
@@ -15,13 +14,6 @@ from dermino.data.sample import sample_manifests
 from dermino.pretrain.checkpoint import list_checkpoints, load_checkpoint
 from dermino.pretrain.config import tiny_config
 from dermino.pretrain.model import StudentTeacher
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

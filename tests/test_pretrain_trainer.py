@@ -13,13 +13,6 @@ from dermino.pretrain.config import tiny_config
 from dermino.pretrain.trainer import BadStepsError, Trainer, load_pretrain_manifest, pretrain
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory) -> list[str]:
     out = tmp_path_factory.mktemp("manifests")
