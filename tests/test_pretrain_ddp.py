@@ -5,7 +5,6 @@ FSDP (sharded student, teacher and optimizer) trains like DDP and resumes exactl
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from _net import free_port
 from dermino.config import save_config
 from dermino.data.masking import MaskingConfig, batch_masks
 from dermino.pretrain.config import tiny_config
@@ -85,15 +85,9 @@ def _worker(rank: int, world: int, port: int, result_path: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_ddp_matches_single_process(tmp_path):
     result = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(result)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(result)), nprocs=2, join=True)
     ddp = torch.load(result)
     loss, grads = loss_and_grads(build(), full_batch())
     torch.testing.assert_close(ddp["loss"], loss, rtol=1e-5, atol=1e-6)

@@ -7,13 +7,9 @@ lesion mask and the similar cases render, and that the research-tool note is vis
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
-
 import pytest
 
+from _net import CHROMEDRIVER, CHROMIUM, chromium, serve_in_thread
 from _serve_fixtures import TINY, ham_images, tiny_classifier
 from dermino.data.sample import sample_manifests
 from dermino.segment.config import SegmentConfig
@@ -22,24 +18,14 @@ from dermino.serve.app import create_app
 from dermino.serve.index_build import build_index
 from dermino.serve.service import Service
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install ...)"
 )
-webdriver = pytest.importorskip("selenium.webdriver")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytest.importorskip("selenium.webdriver")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     tmp = tmp_path_factory.mktemp("browser")
     clf = tiny_classifier()
     ham = sample_manifests(tmp / "m")["ham10000"]
@@ -47,30 +33,8 @@ def server(tmp_path_factory):
     seg_cfg = SegmentConfig(manifest="unused", backbone="dermino_vit_tiny_14", backbone_overrides=dict(TINY),
                             img_size=[56])
     app = create_app(Service(clf, index, (build_segmentation_model(seg_cfg).eval(), seg_cfg)))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
-def chromium(tmp_path, width: int, height: int):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},{height}"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def upload_and_wait(driver, url: str, image) -> None:

@@ -7,45 +7,28 @@ analysis page (how docs/study_*.png were made).
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from _net import CHROMEDRIVER, CHROMIUM, chromium, serve_in_thread
 from _study_fixtures import make_study
 from dermino.study.app import create_study_app
 from dermino.study.store import StudyStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install ...)"
 )
-webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("selenium.webdriver")
 SHOTS = os.environ.get("DERMINO_STUDY_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
-    from test_serve_browser import free_port
-
     made = make_study(tmp_path_factory.mktemp("study"), n_cases=4)
     store = StudyStore(made.folder)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_study_app(store), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", made, store
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_study_app(store)) as url:
+        yield url, made, store
 
 
 def _wait_state(driver, *states: str, timeout: float = 30) -> str:
@@ -82,8 +65,6 @@ def _answer(driver, k: int, comment: str = "") -> None:
 
 def test_two_readers_complete_both_rounds(server, tmp_path):
     from selenium.webdriver.common.by import By
-
-    from test_serve_browser import chromium
 
     url, made, store = server
     driver = chromium(tmp_path, 1280, 1000)
