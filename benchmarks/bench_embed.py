@@ -19,7 +19,7 @@ import torch
 
 from dermino.data.images import read_rgb
 from dermino.data.manifest import conform
-from dermino.evaluate.embeddings import EmbedConfig, eval_transform, extract_embeddings
+from dermino.features import EmbedConfig, eval_transform, extract_embeddings
 from dermino.models import create
 
 HERE = Path(__file__).resolve().parent

@@ -45,9 +45,9 @@ from _common import (
     write_json,
 )
 
-from dermino.evaluate.embeddings import EmbedConfig
 from dermino.evaluate.runner import run_evaluation
 from dermino.evaluate.zero_shot import ZeroShotConfig, format_zero_shot, run_zero_shot
+from dermino.features import EmbedConfig
 from dermino.pretrain import pretrain
 from dermino.pretrain.knowledge_monitor import COLUMNS as HELDOUT_COLUMNS
 

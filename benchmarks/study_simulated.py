@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dermino.report.cli import sections_from_results
 from dermino.report.html import write_report
+from dermino.report.sections import sections_from_results
 from dermino.results import read_results
 from dermino.study.analysis import analyse, simulate_answers, write_analysis
 

@@ -8,7 +8,7 @@ import torch
 
 from dermino.classifier.model import Classifier, backbone_spec
 from dermino.data.sample import sample_root
-from dermino.evaluate.embeddings import EmbedConfig, eval_transform
+from dermino.features import EmbedConfig, eval_transform
 from dermino.models import create
 
 # layerscale 1.0: a random ViT whose CLS token actually varies between images

@@ -203,7 +203,7 @@ def test_corrupt_shard_is_reported_by_name_and_skipped(manifest, tmp_path, caplo
 
 
 def test_trainer_and_evaluation_read_the_cache(manifest, cache_dir, tmp_path):
-    from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
+    from dermino.features import EmbedConfig, extract_embeddings
     from dermino.models import create
     from dermino.pretrain.config import tiny_config
     from dermino.pretrain.trainer import Trainer

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dermino.data.manifest import conform
-from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings, pool_features
+from dermino.features import EmbedConfig, extract_embeddings, pool_features
 from dermino.models import create
 
 
@@ -91,7 +91,7 @@ def test_features_match_direct_forward(setup):
     e = extract_embeddings(model, df.iloc[:3].copy(), cfg, progress=False)
     from dermino.data.images import read_rgb
     from dermino.data.manifest import resolve
-    from dermino.evaluate.embeddings import eval_transform
+    from dermino.features import eval_transform
 
     t = eval_transform(model, cfg)
     x = torch.stack([t(read_rgb(resolve(df, c))) for c in df.image[:3]])

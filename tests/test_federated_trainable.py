@@ -90,7 +90,7 @@ def test_only_trainable_tensors_leave_a_site_and_the_global_model_is_a_full_mode
     df = load_manifests(cfg.data, cfg.out_dir)
     site = client_data(df, cfg.data, client_names(df, cfg.data)[0], classes)
     from dermino.data.images import read_rgb
-    from dermino.evaluate.embeddings import eval_transform
+    from dermino.features import eval_transform
 
     rows = site.rows("val")[:6]
     images = torch.stack([eval_transform(full.backbone, cfg.embed)(read_rgb(p))

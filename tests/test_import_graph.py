@@ -2,8 +2,10 @@
 
 Every import counts, including those inside functions (a lazy import is still a dependency) and
 under ``if TYPE_CHECKING:`` (a type-only import still couples the modules). Layers follow the data:
-base helpers -> data -> knowledge / models / losses -> pretrain / evaluate
--> segment / classifier / caption / federated -> serve / study -> report / demo / cli.
+base helpers -> data -> knowledge / models / losses -> features -> pretrain / evaluate
+-> segment / classifier / caption / federated -> serve / study -> report -> commands / cli / api / demo.
+No module has a layer of its own outside its package's: adding one makes
+``test_no_layer_exceptions`` fail.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ LAYERS: dict[str, int] = {
     "dermino.results": 0,
     "dermino.data": 1,
     "dermino.knowledge": 2, "dermino.models": 2, "dermino.losses": 2,
-    "dermino.pretrain": 3, "dermino.evaluate": 3,
-    "dermino.segment": 4, "dermino.classifier": 4, "dermino.caption": 4, "dermino.federated": 4,
-    "dermino.serve": 5, "dermino.study": 5,
-    "dermino.report": 6, "dermino.demo": 6, "dermino.cli": 6,
-    # modules that sit above the rest of their package: the Python API (embeddings of any backbone)
-    # and de-duplication (embedding cosine confirms near-duplicate candidates)
-    "dermino.api": 3, "dermino.data.dedup": 3,
+    "dermino.features": 3,
+    "dermino.pretrain": 4, "dermino.evaluate": 4,
+    "dermino.segment": 5, "dermino.classifier": 5, "dermino.caption": 5, "dermino.federated": 5,
+    "dermino.serve": 6, "dermino.study": 6,
+    "dermino.report": 7,
+    # entry points above everything: the command line, the Python API (``dermino.load``) and the
+    # demo (which runs commands the way a user would)
+    "dermino.commands": 8, "dermino.cli": 8, "dermino.api": 8, "dermino.demo": 8,
 }
 
 
@@ -153,6 +156,15 @@ def test_layers_import_only_downwards():
             if ld > lm and not same_package and (mod, dep) not in ALLOWED_UPWARD:
                 bad.append(f"{mod} (layer {lm}) imports {dep} (layer {ld})")
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
+
+
+def test_no_layer_exceptions():
+    """Every LAYERS entry is a top-level module or package: no sub-module pinned above its package."""
+    nested = [name for name in LAYERS if name.count(".") > 1]
+    assert not nested, f"modules pinned to a layer other than their package's: {nested}"
+    modules = _modules()
+    unplaced = sorted(m for m in modules if m.count(".") == 1 and m not in LAYERS)
+    assert not unplaced, f"modules with no layer (add them to LAYERS): {unplaced}"
 
 
 def test_registry_is_a_leaf():

@@ -45,8 +45,8 @@ def _write_images(folder, n: int, seed: int, split: str) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_colour_patches_beat_the_class_prior_and_zero_shot_beats_chance(tmp_path):
-    from dermino.evaluate.embeddings import EmbedConfig
     from dermino.evaluate.zero_shot import ZeroShotConfig, run_zero_shot
+    from dermino.features import EmbedConfig
 
     train = _write_images(tmp_path / "img", 160, seed=0, split="train")
     heldout = _write_images(tmp_path / "img", 90, seed=1, split="test")

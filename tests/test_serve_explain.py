@@ -9,7 +9,7 @@ import torch
 from _serve_fixtures import TINY, ham_images
 from dermino.cli import main
 from dermino.data.images import read_rgb
-from dermino.evaluate.embeddings import EvalTransform
+from dermino.features import EvalTransform
 from dermino.models import create
 from dermino.serve.explain import attention_maps, crop_box, explain_image, overlay, select_map
 

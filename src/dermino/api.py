@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from dermino.data.images import read_rgb, to_rgb
-from dermino.evaluate.embeddings import POOLS, EmbedConfig, EvalTransform, eval_transform, pool_features
+from dermino.features import POOLS, EmbedConfig, EvalTransform, eval_transform, pool_features
 from dermino.models import create, load_exported
 
 ImageLike = str | Path | Image.Image | torch.Tensor

@@ -1,8 +1,10 @@
-"""``dermino <command>``: one entry point, each command registered by the module that owns it.
+"""``dermino <command>``: one entry point; every command lives in ``dermino/commands/<name>.py``.
 
-Each command module exposes ``register(subparsers)``; it adds its parser and sets
-``func`` (called with the parsed args, returning an exit code). Modules are imported
-lazily-by-name here so a broken optional feature never breaks the whole CLI.
+Each command module exposes ``register(subparsers)``: it adds its parser and sets ``func``
+(called with the parsed args, returning an exit code). Command modules hold argument parsing
+and printing only; the work they call lives in the library packages. A command module that
+fails to import fails the whole CLI with its real error: a broken import is a bug to see,
+not a command to hide.
 """
 
 from __future__ import annotations
@@ -12,28 +14,33 @@ import importlib
 import logging
 import sys
 
-# command name -> module that defines ``register(subparsers)``
+# command name -> module under dermino.commands that defines ``register(subparsers)``
 COMMANDS: dict[str, str] = {
-    "data": "dermino.data.cli",
-    "knowledge": "dermino.knowledge.cli",
-    "pretrain": "dermino.pretrain.cli",
-    "embed": "dermino.evaluate.cli_embed",
-    "maps": "dermino.evaluate.cli_maps",
-    "evaluate": "dermino.evaluate.cli",
-    "compare": "dermino.evaluate.cli_compare",
-    "zero-shot": "dermino.evaluate.zero_shot",
-    "segment": "dermino.segment.cli",
-    "caption": "dermino.caption.cli",
-    "federate": "dermino.federated.cli",
-    "report": "dermino.report.cli",
-    "demo": "dermino.demo",
-    "classifier": "dermino.classifier.cli",
-    "index": "dermino.serve.cli_index",
-    "export": "dermino.serve.cli_export",
-    "explain": "dermino.serve.cli_explain",
-    "serve": "dermino.serve.cli",
-    "study": "dermino.study.cli",
+    "data": "data",
+    "knowledge": "knowledge",
+    "pretrain": "pretrain",
+    "embed": "embed",
+    "maps": "maps",
+    "evaluate": "evaluate",
+    "compare": "compare",
+    "zero-shot": "zero_shot",
+    "segment": "segment",
+    "caption": "caption",
+    "federate": "federate",
+    "report": "report",
+    "demo": "demo",
+    "classifier": "classifier",
+    "index": "index",
+    "export": "export",
+    "explain": "explain",
+    "serve": "serve",
+    "study": "study",
 }
+
+
+def command_module(name: str):
+    """The module that implements ``dermino <name>`` (imported on demand; errors propagate)."""
+    return importlib.import_module(f"dermino.commands.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("dermino"):
-                continue  # feature not built yet
-            raise
-        module.register(sub)
+    for name in COMMANDS:
+        command_module(name).register(sub)
     return parser
 
 

@@ -14,10 +14,8 @@ end to end, not the paper's results.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,7 +231,7 @@ class Demo:
     def retrieval(self) -> dict[str, Any]:
         """Similar cases: test queries beside their nearest training images (hybrid backbone)."""
         from dermino.data.manifest import read_manifest, resolve, split_labels
-        from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
+        from dermino.features import EmbedConfig, extract_embeddings
         from dermino.models import create
         from dermino.report.gallery import nearest_neighbours, retrieval_grid
 
@@ -271,8 +269,8 @@ class Demo:
         from dermino.classifier.train import ClassifierConfig, train_classifier
         from dermino.data.images import read_rgb
         from dermino.data.manifest import read_manifest, resolve, split_labels
-        from dermino.evaluate.embeddings import EmbedConfig
         from dermino.evaluate.zero_shot import ZeroShotConfig, head_path_for, run_zero_shot
+        from dermino.features import EmbedConfig
         from dermino.report.gallery import attention_grid
         from dermino.serve.explain import explain_image
         from dermino.serve.index_build import build_index
@@ -398,22 +396,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     return Demo(cfg).run()
 
 
-def _run(args: argparse.Namespace) -> int:
-    cfg = load_config(DemoConfig, args.config, args.overrides)
-    if args.out:
-        cfg.out = args.out
-    if args.full:
-        cfg.data = cfg.data or os.environ.get("DERMINO_DATA", "")
-        if not cfg.data:
-            raise ValueError("--full needs the published datasets: pass data=PATH (a folder holding ham10000/, "
-                             "ph2/ and isic2017/) or set DERMINO_DATA")
-        cfg.pretrain_images = max(cfg.pretrain_images, 20000)
-    if args.quick:
-        quick(cfg)
-    run_demo(cfg)
-    return 0
-
-
 def quick(cfg: DemoConfig) -> DemoConfig:
     """A reduced budget (tests, smoke runs): same steps, far fewer images and epochs."""
     cfg.depth, cfg.embed_dim, cfg.num_heads = 2, 64, 2
@@ -422,17 +404,6 @@ def quick(cfg: DemoConfig) -> DemoConfig:
     cfg.eval_size, cfg.bootstrap, cfg.seg_epochs, cfg.seg_max_images = 42, 100, 2, 24
     cfg.fewshot = False
     return cfg
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="the whole workflow on the bundled real images, with a report")
-    p.add_argument("--out", help="output folder (default demo_output)")
-    p.add_argument("--config", help="YAML with DemoConfig fields")
-    p.add_argument("--full", action="store_true", help="full-size data from data=PATH or $DERMINO_DATA (ham10000/, ph2/, isic2017/) "
-                   "and a larger budget")
-    p.add_argument("--quick", action="store_true", help="tiny budget: a smoke test of every step")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of DemoConfig, e.g. pretrain_images=5000")
-    p.set_defaults(func=_run)
 
 
 __all__ = ["DemoConfig", "run_demo", "quick", "to_dict"]

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dermino.caption.model import Captioner
 from dermino.data.images import IMAGE_EXTENSIONS, read_rgb
-from dermino.evaluate.embeddings import EmbedConfig, eval_transform
+from dermino.features import EmbedConfig, eval_transform
+from dermino.progress import tqdm
 
 log = logging.getLogger(__name__)
 

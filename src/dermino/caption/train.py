@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dermino.caption.config import CaptionConfig
 from dermino.caption.data import load_examples
 from dermino.caption.generate import encode_paths, resolve_device
 from dermino.caption.model import Captioner, build_captioner
 from dermino.config import save_config, to_dict
+from dermino.progress import tqdm
 
 log = logging.getLogger(__name__)
 

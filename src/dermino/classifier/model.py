@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dermino.evaluate.embeddings import EvalTransform, pool_features
+from dermino.features import EvalTransform, pool_features
 from dermino.files import atomic_dir
 from dermino.models import create
 from dermino.models.backbone import ViTBackbone

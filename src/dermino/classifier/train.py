@@ -1,6 +1,6 @@
 """``dermino classifier train``: a calibrated linear head on a frozen backbone, saved as one folder.
 
-Steps: cached embeddings of every row (``evaluate.embeddings``), the linear probe of the
+Steps: cached embeddings of every row (``dermino.features``), the linear probe of the
 evaluation suite fitted on train with weight decay and epoch chosen on a validation split
 carved from train by lesion (``evaluate.linear``), one temperature fitted on that same
 validation split, then held-out test metrics with bootstrap CIs and ECE before/after
@@ -28,11 +28,11 @@ from dermino.classifier.calibration import (
 from dermino.classifier.model import Classifier, backbone_spec, save_classifier
 from dermino.config import to_dict
 from dermino.evaluate.config import DatasetSpec
-from dermino.evaluate.embeddings import EmbedConfig, eval_transform, extract_embeddings
 from dermino.evaluate.linear import LinearConfig, fit_linear_probe
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
 from dermino.evaluate.runner import prepare_dataset
 from dermino.evaluate.stats import bootstrap_ci
+from dermino.features import EmbedConfig, eval_transform, extract_embeddings
 from dermino.models import create
 from dermino.results import Metric, Result, code_version, write_result
 

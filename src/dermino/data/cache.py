@@ -38,10 +38,11 @@ from typing import Any, Literal
 
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dermino.data.images import ImageReadError, read_rgb
 from dermino.data.manifest import read_manifest, resolve
+from dermino.files import atomic_path, write_text_atomic
+from dermino.progress import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,6 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     else:
         image.save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -132,34 +127,33 @@ def _build_shard(out: str, index: int, first_key: int, paths: list[str], size: i
     out_dir = Path(out)
     name = shard_name(index)
     tar_path = out_dir / f"{name}.tar"
-    tmp = out_dir / f"{name}.tar.tmp{os.getpid()}"
     members: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for j, path in enumerate(paths):
-            key = f"{first_key + j:09d}"
-            try:
-                image = resize_short(read_rgb(path), size)
-            except ImageReadError as exc:
-                failed[path] = exc.reason
-                continue
-            data = _encode(image, fmt, quality)
-            meta = json.dumps({"path": path, "width": image.width, "height": image.height}).encode()
-            for member, blob in ((f"{key}.{fmt}", data), (f"{key}.json", meta)):
-                info = tarfile.TarInfo(member)
-                info.size, info.mtime, info.mode = len(blob), 0, 0o644
-                tar.addfile(info, io.BytesIO(blob))
-            members.append({"key": key, "path": path, "width": image.width, "height": image.height,
-                            "sha256": hashlib.sha256(data).hexdigest()})
-    # offsets are read back from the headers tar wrote (robust to long names / pax headers)
-    with tarfile.open(tmp, "r") as tar:
-        where = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
-    for m in members:
-        m["offset"], m["nbytes"] = where[f"{m['key']}.{fmt}"]
-    os.replace(tmp, tar_path)
+    with atomic_path(tar_path) as tmp:  # a killed worker leaves no half shard under the real name
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for j, path in enumerate(paths):
+                key = f"{first_key + j:09d}"
+                try:
+                    image = resize_short(read_rgb(path), size)
+                except ImageReadError as exc:
+                    failed[path] = exc.reason
+                    continue
+                data = _encode(image, fmt, quality)
+                meta = json.dumps({"path": path, "width": image.width, "height": image.height}).encode()
+                for member, blob in ((f"{key}.{fmt}", data), (f"{key}.json", meta)):
+                    info = tarfile.TarInfo(member)
+                    info.size, info.mtime, info.mode = len(blob), 0, 0o644
+                    tar.addfile(info, io.BytesIO(blob))
+                members.append({"key": key, "path": path, "width": image.width, "height": image.height,
+                                "sha256": hashlib.sha256(data).hexdigest()})
+        # offsets are read back from the headers tar wrote (robust to long names / pax headers)
+        with tarfile.open(tmp, "r") as tar:
+            where = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+        for m in members:
+            m["offset"], m["nbytes"] = where[f"{m['key']}.{fmt}"]
     record = {"shard": f"{name}.tar", "bytes": tar_path.stat().st_size, "sha256": _sha256_file(tar_path),
               "members": members, "failed": failed}
-    _atomic_write_text(out_dir / f"{name}.json", json.dumps(record))
+    write_text_atomic(out_dir / f"{name}.json", json.dumps(record))
     return record
 
 
@@ -219,8 +213,8 @@ def build_cache(
         if any(out.glob("shard-*.tar")):
             raise ValueError(f"{out} holds shards but no {PLAN}: not a dermino cache, or a damaged one; "
                              "use another --out")
-        _atomic_write_text(plan_path, json.dumps(plan, indent=1))
-    for stale in out.glob("shard-*.tar.tmp*"):  # the shard a killed build was writing
+        write_text_atomic(plan_path, json.dumps(plan, indent=1))
+    for stale in out.glob(".shard-*.tmp*.tar"):  # the shard a killed build was writing
         stale.unlink()
     (out / INDEX).unlink(missing_ok=True)
 
@@ -261,7 +255,7 @@ def build_cache(
         bar.close()
 
     index = {**plan, "shards": [records[i] for i in range(len(chunks))]}
-    _atomic_write_text(out / INDEX, json.dumps(index))
+    write_text_atomic(out / INDEX, json.dumps(index))
     report = verify_cache(out, checksums=False)
     report.built_shards = len(todo)
     report.seconds = time.perf_counter() - t0

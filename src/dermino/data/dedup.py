@@ -36,7 +36,8 @@ import pandas as pd
 from PIL import Image
 from scipy.fft import dctn
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+
+from dermino.progress import tqdm
 
 from .images import read_rgb
 from .manifest import read_manifest, resolve
@@ -250,28 +251,6 @@ def detail_embedder(paths: list[Path]) -> np.ndarray:
     if not paths:
         return np.zeros((0, len(CROPS), 48 * 48), np.float32)
     return np.stack([detail_descriptor(p) for p in paths])
-
-
-def backbone_embedder(backbone: str, weights: str | None = None, image_size: int = 112,
-                      batch_size: int = 32) -> Embedder:
-    """Descriptor from a registered backbone (CLS token), built once via ``dermino.models.create``."""
-    import torch
-
-    from dermino.evaluate.embeddings import EmbedConfig, eval_transform
-    from dermino.models import create
-
-    model = create(backbone, weights=weights).eval()
-    transform = eval_transform(model, EmbedConfig(image_size=image_size))
-
-    def embed(paths: list[Path]) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for lo in range(0, len(paths), batch_size):
-                x = torch.stack([transform(read_rgb(p)) for p in paths[lo: lo + batch_size]])
-                out.append(model.forward_features(x)["cls"].float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
-
-    return embed
 
 
 def pair_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

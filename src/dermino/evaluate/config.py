@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dermino.evaluate.embeddings import EmbedConfig
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
 from dermino.evaluate.linear import LinearConfig
 from dermino.evaluate.zero_shot import ZeroShotConfig
+from dermino.features import EmbedConfig
 
 PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot")
 

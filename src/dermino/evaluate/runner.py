@@ -25,7 +25,6 @@ import torch
 from dermino.config import save_config, to_dict
 from dermino.data.manifest import read_manifest, split_labels
 from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
-from dermino.evaluate.embeddings import extract_embeddings
 from dermino.evaluate.fairness import fairness_report, group_columns
 from dermino.evaluate.fewshot import run_fewshot
 from dermino.evaluate.knn import knn_protocol
@@ -34,6 +33,7 @@ from dermino.evaluate.metrics import CLASSIFICATION_METRICS, ORDINAL_METRICS, cl
 from dermino.evaluate.splits import carve_validation
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.evaluate.task import EvalTask, Predictions
+from dermino.features import extract_embeddings
 from dermino.files import atomic_path
 from dermino.results import Metric, Result, result_filename, write_result
 

@@ -15,6 +15,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from dermino.features import memory_tier
 from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import ClientData, client_data, load_manifests
 from dermino.federated.task import evaluate_head, train_head
@@ -28,17 +29,18 @@ from dermino.federated.trainable import (
 
 log = logging.getLogger(__name__)
 app = ClientApp()
-_SITES: dict[tuple, tuple[ClientData, np.ndarray]] = {}
 
 
 def site(cfg: FederatedConfig, config_path: str, partition: str, classes: list[str]) -> tuple[ClientData, np.ndarray]:
     """This site's rows and the frozen part's output for them (computed once per process)."""
     key = (config_path, partition, tuple(classes), cfg.train.trainable, cfg.train.last_k)
-    if key not in _SITES:
+
+    def load() -> tuple[ClientData, np.ndarray]:
         df = load_manifests(cfg.data, cfg.out_dir)
         data = client_data(df, cfg.data, partition, classes)
-        _SITES[key] = (data, site_inputs(cfg, data))
-    return _SITES[key]
+        return data, site_inputs(cfg, data)
+
+    return memory_tier().get_or_compute("federated.sites", key, load)
 
 
 def _setup(msg: Message, context: Context):

@@ -21,7 +21,7 @@ from dermino.config import (
     check_config,
     load_config,
 )
-from dermino.evaluate.embeddings import EmbedConfig
+from dermino.features import EmbedConfig
 
 Trainable = Literal["head", "last_blocks", "lora"]
 TRAINABLE: tuple[str, ...] = get_args(Trainable)

@@ -15,19 +15,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermino.evaluate.embeddings import extract_embeddings
 from dermino.evaluate.metrics import macro_auroc, macro_f1
+from dermino.features import extract_embeddings, memory_tier
 from dermino.federated.config import FederatedConfig
 from dermino.federated.partitions import ClientData
 
-_BACKBONES: dict[tuple, nn.Module] = {}
-#: image path -> feature, per backbone/embedding setting, for a process that holds many sites' images
-_BANK: dict[tuple, dict[str, np.ndarray]] = {}
+
+def backbone_key(cfg: FederatedConfig) -> tuple:
+    """Which frozen backbone: registry name, weights file, overrides."""
+    return (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())))
 
 
-def _bank_key(cfg: FederatedConfig) -> tuple:
-    return (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())),
-            cfg.embed.image_size, cfg.embed.resize, cfg.embed.pool, cfg.embed.interpolation)
+def features_key(cfg: FederatedConfig) -> tuple:
+    """Which pooled features: the backbone and the test-time transform + pooling."""
+    return (*backbone_key(cfg), cfg.embed.image_size, cfg.embed.resize, cfg.embed.pool, cfg.embed.interpolation)
 
 
 def preload_features(cfg: FederatedConfig, frame) -> int:
@@ -38,7 +39,7 @@ def preload_features(cfg: FederatedConfig, frame) -> int:
     """
     emb = extract_embeddings(backbone(cfg), frame, cfg.embed, weights=cfg.backbone.weights,
                              model_name=cfg.backbone.model, progress=cfg.progress)
-    bank = _BANK.setdefault(_bank_key(cfg), {})
+    bank = memory_tier().bank("federated.features", features_key(cfg))
     bank.update(zip(frame["image"].astype(str), emb.features, strict=True))
     return len(bank)
 
@@ -67,20 +68,20 @@ def init_head(dim: int, n_classes: int, seed: int = 0) -> LinearHead:
 
 def backbone(cfg: FederatedConfig) -> nn.Module:
     """The frozen backbone (built once per process; random init is seeded so all sites agree)."""
-    key = (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())))
-    if key not in _BACKBONES:
+    def build() -> nn.Module:
         from dermino.models import create
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = create(cfg.backbone.model, weights=cfg.backbone.weights, **cfg.backbone.overrides)
-        _BACKBONES[key] = model.eval().requires_grad_(False)
-    return _BACKBONES[key]
+        return model.eval().requires_grad_(False)
+
+    return memory_tier().get_or_compute("federated.backbones", backbone_key(cfg), build)
 
 
 def client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
     """Features of every row of ``client`` (preloaded, or from the embedding cache when possible)."""
-    bank = _BANK.get(_bank_key(cfg), {})
+    bank = memory_tier().bank("federated.features", features_key(cfg))
     images = client.frame["image"].astype(str).tolist()
     if bank and all(i in bank for i in images):
         return np.stack([bank[i] for i in images])

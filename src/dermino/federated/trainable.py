@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from dermino.data.images import read_rgb
-from dermino.evaluate.embeddings import (
+from dermino.features import (
     cache_key,
     eval_transform,
     file_hash,
+    memory_tier,
     model_hash,
     pool_features,
     resolve_cache_dir,
@@ -36,12 +37,10 @@ from dermino.evaluate.embeddings import (
 )
 from dermino.federated.config import LORA_TARGETS, TRAINABLE, FederatedConfig
 from dermino.federated.partitions import ClientData
-from dermino.federated.task import LinearHead, backbone, client_features, init_head
+from dermino.federated.task import LinearHead, backbone, backbone_key, client_features, init_head
 from dermino.progress import tqdm
 
 __all__ = ["LORA_TARGETS", "TRAINABLE", "build_model", "load_full_model", "site_inputs", "trainable_state"]
-#: (bank key, first trainable block) -> image path -> tokens entering that block
-_TOKENS: dict[tuple, dict[str, np.ndarray]] = {}
 
 
 def _depth(model: nn.Module) -> int:
@@ -166,8 +165,8 @@ def _frozen_tokens(cfg: FederatedConfig, paths: list[str], start: int) -> np.nda
 
 
 def _token_key(cfg: FederatedConfig, start: int) -> tuple:
-    return (cfg.backbone.model, cfg.backbone.weights, tuple(sorted(cfg.backbone.overrides.items())),
-            cfg.embed.image_size, cfg.embed.resize, cfg.embed.interpolation, start)
+    """Which frozen tokens: the backbone, the transform (pooling plays no part) and the first block."""
+    return (*backbone_key(cfg), cfg.embed.image_size, cfg.embed.resize, cfg.embed.interpolation, start)
 
 
 def _cached_tokens(cfg: FederatedConfig, paths: list[str], start: int) -> np.ndarray:
@@ -198,7 +197,7 @@ def preload_inputs(cfg: FederatedConfig, frame) -> int:
 
         return preload_features(cfg, frame)
     start = start_block(cfg)
-    bank = _TOKENS.setdefault(_token_key(cfg, start), {})
+    bank = memory_tier().bank("federated.tokens", _token_key(cfg, start))
     paths = [p for p in dict.fromkeys(frame["image"].astype(str)) if p not in bank]
     if paths:
         bank.update(zip(paths, _cached_tokens(cfg, paths, start), strict=True))
@@ -210,7 +209,7 @@ def site_inputs(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
     if cfg.train.trainable == "head":
         return client_features(cfg, client)
     preload_inputs(cfg, client.frame)
-    bank = _TOKENS[_token_key(cfg, start_block(cfg))]
+    bank = memory_tier().bank("federated.tokens", _token_key(cfg, start_block(cfg)))
     return np.stack([bank[p] for p in client.frame["image"].astype(str)])
 
 

@@ -17,10 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _upcast(t: Tensor) -> Tensor:
-    """Half precision to float32 for a stable log-softmax; float32/float64 unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from dermino.losses.precision import upcast
 
 
 def _check(student_logits: list[Tensor], teacher_probs: list[Tensor]) -> None:
@@ -40,8 +37,8 @@ def _check(student_logits: list[Tensor], teacher_probs: list[Tensor]) -> None:
 
 def _pair_ce(student_logits: list[Tensor], teacher_probs: list[Tensor], temperature: float) -> Tensor:
     """(N_g, V) matrix: batch-mean cross-entropy of teacher view g against student view v."""
-    log_p = torch.stack([F.log_softmax(_upcast(s) / temperature, dim=-1) for s in student_logits])
-    t = torch.stack([_upcast(p) for p in teacher_probs])
+    log_p = torch.stack([F.log_softmax(upcast(s) / temperature, dim=-1) for s in student_logits])
+    t = torch.stack([upcast(p) for p in teacher_probs])
     return -torch.einsum("gbk,vbk->gv", t, log_p) / t.shape[1]
 
 

@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _upcast(t: Tensor) -> Tensor:
-    """Half precision to float32 for a stable log-softmax; float32/float64 unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from dermino.losses.precision import upcast
 
 
 def masked_patch_weights(masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -53,6 +50,6 @@ def ibot_loss(
         )
     if n_images <= 0:
         raise ValueError(f"n_images must be > 0, got {n_images}")
-    log_p = F.log_softmax(_upcast(student_patch_logits) / student_temperature, dim=-1)
-    ce = -(_upcast(teacher_patch_probs) * log_p).sum(dim=-1)
+    log_p = F.log_softmax(upcast(student_patch_logits) / student_temperature, dim=-1)
+    ce = -(upcast(teacher_patch_probs) * log_p).sum(dim=-1)
     return (ce * mask_weights.to(ce.dtype)).sum() / n_images

@@ -11,17 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _upcast(t: Tensor) -> Tensor:
-    """Half precision to float32 for a stable log-softmax; float32/float64 unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from dermino.losses.precision import upcast
 
 
 def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
     """KoLeo loss of a (B, D) batch (B >= 2); ``eps`` keeps log() finite for duplicates."""
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"koleo_loss needs a (B, D) batch with B >= 2, got shape {tuple(x.shape)}")
-    z = F.normalize(_upcast(x), dim=-1, eps=eps)
+    z = F.normalize(upcast(x), dim=-1, eps=eps)
     with torch.no_grad():  # the neighbour *choice* is not differentiated, its distance is
         sim = z @ z.t()
         sim.fill_diagonal_(-float("inf"))

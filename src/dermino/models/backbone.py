@@ -172,13 +172,3 @@ def _vit_factory(size: str) -> BackboneFactory:
 for _size in VIT_SIZES:
     register(f"dermino_vit_{_size}_14", tiny=_VIT_TINY)(_vit_factory(_size))
     register(f"vit_{_size}_patch14", tiny=_VIT_TINY)(_vit_factory(_size))
-
-
-def __getattr__(name: str):
-    """``dermino.models.backbone.create`` kept for existing callers; it lives in models/factory.py
-    (imported here only on first use: backbone.py itself depends on no other model module)."""
-    if name == "create":
-        import importlib
-
-        return importlib.import_module("dermino.models.factory").create
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ __all__ = ["PretrainConfig", "pretrain"]
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: ``dermino --help`` imports dermino.pretrain.cli and should not pay for torch/timm
+    # lazy: ``dermino --help`` imports dermino.commands.pretrain and should not pay for torch/timm
     if name == "pretrain":
         from dermino.pretrain.trainer import pretrain
 

@@ -55,8 +55,8 @@ def merged_vocabulary(df: pd.DataFrame, cfg: KnowledgeLossConfig, out_dir: Path 
     normalised and merged here, ``vocabulary.csv`` is written into the run folder and every
     merge is logged.
     """
-    from dermino.knowledge.cli import collect_names
     from dermino.knowledge.encoder import load_text_encoder
+    from dermino.knowledge.names import collect_names
     from dermino.knowledge.vocabulary import build_vocabulary
 
     counts, sources = collect_names([df])

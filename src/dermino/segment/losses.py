@@ -17,10 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits (AMP) are scored in float32; float64 stays (gradient checks)."""
-    return x if x.dtype == torch.float64 else x.float()
+from dermino.losses.precision import upcast
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -29,7 +26,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
         raise ValueError(f"logits must be (B, 2, H, W), got {tuple(logits.shape)}")
     if target.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"target {tuple(target.shape)} does not match logits {tuple(logits.shape)}")
-    p = _upcast(logits).softmax(dim=1)[:, 1]
+    p = upcast(logits).softmax(dim=1)[:, 1]
     g = target.to(p.dtype)
     inter = (p * g).sum()
     return 1.0 - (2.0 * inter + eps) / (p.sum() + g.sum() + eps)
@@ -43,9 +40,9 @@ class DiceCELoss(nn.Module):
         self.dice_weight, self.ce_weight, self.eps = dice_weight, ce_weight, eps
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = _upcast(logits).new_zeros(())
+        loss = upcast(logits).new_zeros(())
         if self.ce_weight:
-            loss = loss + self.ce_weight * F.cross_entropy(_upcast(logits), target.long())
+            loss = loss + self.ce_weight * F.cross_entropy(upcast(logits), target.long())
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.eps)
         return loss

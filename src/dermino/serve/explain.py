@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dermino.evaluate.embeddings import EvalTransform
+from dermino.features import EvalTransform
 
 Method = Literal["cls", "rollout"]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from dermino.classifier.model import Classifier
 from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, split_labels
-from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings, image_paths, model_hash
+from dermino.features import EmbedConfig, extract_embeddings, image_paths, model_hash
+from dermino.progress import tqdm
 from dermino.serve.index import META_COLUMNS, CaseIndex, thumbnail_jpeg
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import json
 import logging
 from pathlib import Path
 
-from ..files import write_text_atomic
-from .adapters import ADAPTERS, DOWNLOADERS, build
-from .check import check_images
-from .info import format_summary, summarize
-from .manifest import read_manifest, require_valid, validate_manifest, write_manifest
-from .splits import assign_splits
+from dermino.data.adapters import ADAPTERS, DOWNLOADERS, build
+from dermino.data.check import check_images
+from dermino.data.info import format_summary, summarize
+from dermino.data.manifest import read_manifest, require_valid, validate_manifest, write_manifest
+from dermino.data.splits import assign_splits
+from dermino.files import write_text_atomic
 
 log = logging.getLogger("dermino.data")
 
@@ -160,7 +160,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sample import sample_manifests
+    from dermino.data.sample import sample_manifests
 
     for name, path in sample_manifests(args.out, seed=args.seed).items():
         print(f"{name}: {path}")
@@ -173,7 +173,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    from .dedup import DedupConfig, backbone_embedder, find_duplicates, write_outputs
+    from dermino.data.dedup import DedupConfig, find_duplicates, write_outputs
+    from dermino.features.embedder import backbone_embedder
 
     cfg = DedupConfig(max_hamming=args.max_hamming, workers=args.workers, cache_dir=args.cache_dir,
                       min_cosine=args.min_cosine if args.min_cosine is not None
@@ -192,7 +193,7 @@ def _dedup(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from .cache import build_cache, cache_summary
+    from dermino.data.cache import build_cache, cache_summary
 
     report = build_cache(args.manifests, args.out, size=args.size, fmt=args.format, quality=args.quality,
                          shard_size=args.shard_size, workers=args.workers)
@@ -203,7 +204,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
-    from .cache import cache_summary, verify_cache
+    from dermino.data.cache import cache_summary, verify_cache
 
     report = verify_cache(args.folder, checksums=True)
     print(cache_summary(report))

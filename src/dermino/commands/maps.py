@@ -28,8 +28,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from dermino.config import load_config
     from dermino.data.manifest import read_manifest, resolve
-    from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
     from dermino.evaluate.maps import write_maps
+    from dermino.features import EmbedConfig, extract_embeddings
     from dermino.models import create
 
     cfg = load_config(EmbedConfig, None, args.overrides)

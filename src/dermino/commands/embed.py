@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from dermino.config import load_config
     from dermino.data.manifest import read_manifest
-    from dermino.evaluate.embeddings import EmbedConfig, extract_embeddings
+    from dermino.features import EmbedConfig, extract_embeddings
     from dermino.files import atomic_path
     from dermino.models import create
 
@@ -64,10 +64,10 @@ def _run(args: argparse.Namespace) -> int:
 def _run_patch(args: argparse.Namespace, cfg, df, kwargs: dict) -> int:
     """Patch tokens of every row, written batch by batch into a memory-mapped .npy."""
     import numpy as np
-    from tqdm.auto import tqdm
 
     from dermino.api import load
-    from dermino.evaluate.embeddings import image_paths
+    from dermino.features import image_paths
+    from dermino.progress import tqdm
 
     if not args.out:
         raise ValueError("--patch needs --out FILE.npy (patch features are large and not cached)")
