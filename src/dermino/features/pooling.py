@@ -1,4 +1,9 @@
-"""One vector per image from a backbone's ``forward_features`` output (CLS, mean of patches, or both)."""
+"""One vector per image from a backbone's ``forward_features`` output.
+
+``cls``, ``mean`` (of the patch tokens), ``cls+mean`` (concatenated), or ``proj``: the joint
+image-text embedding that a vision-language backbone returns under ``"proj"`` (what its own
+zero-shot and retrieval score against the text tower).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ def pool_features(out: object, pool: str) -> torch.Tensor:
         raise TypeError("forward_features must return a tensor or a dict with 'cls' (and 'patch')")
     if pool == "cls":
         return out["cls"]
+    if pool == "proj":
+        if out.get("proj") is None:
+            raise ValueError("pool='proj' needs a vision-language backbone (forward_features returned no 'proj')")
+        return out["proj"]
     if "patch" not in out or out["patch"] is None:
         raise ValueError(f"pool={pool!r} needs patch tokens but the backbone returned none")
     mean = out["patch"].mean(1)
