@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from dermino.config import (
     AtLeast1,
@@ -18,6 +18,7 @@ from dermino.config import (
     Positive,
     Probability,
     Range,
+    Rule,
     config_problems,
 )
 from dermino.data.masking import MaskingConfig
@@ -143,6 +144,11 @@ class OptimConfig:
 class ScheduleConfig:
     """Budget in images or steps (one must be set); batch_size is per process per micro-step."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.budget_images is not None or c.budget_steps is not None,
+             "set schedule.budget_images or schedule.budget_steps"),
+    )
+
     batch_size: Annotated[int, AtLeast1] = 64
     grad_accum: Annotated[int, AtLeast1] = 1
     # when set, batch_size x processes x grad_accum must equal it (the run refuses otherwise)
@@ -187,6 +193,11 @@ class RunConfig:
 
 @dataclass
 class PretrainConfig:
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.schedule.batch_size >= 2 or not c.losses.koleo.enabled,
+             "schedule.batch_size={c.schedule.batch_size} must be >= 2 for the KoLeo loss (nearest neighbours)"),
+    )
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
@@ -221,17 +232,10 @@ def tiny_config(out_dir: str = "runs/tiny_test", **run_overrides) -> PretrainCon
 def validate(cfg: PretrainConfig) -> None:
     """Fail on bad values before any data or model is loaded (one message per problem).
 
-    The per-field ranges and choices are declared on the fields and checked by
-    :func:`dermino.config.check_config` (also run by ``load_config``); this adds the cross-field rules."""
+    Ranges, choices and cross-field rules are declared on the config classes and checked by
+    :func:`dermino.config.check_config` (also run by ``load_config``); this adds what is not a
+    property of the values but of this machine: the initial weights file must exist."""
     problems = config_problems(cfg)
-    if cfg.schedule.budget_steps is None and cfg.schedule.budget_images is None:
-        problems.append("set schedule.budget_images or schedule.budget_steps")
-    if cfg.schedule.batch_size < 2 and cfg.losses.koleo.enabled:
-        problems.append("schedule.batch_size must be >= 2 for the KoLeo loss (nearest neighbours)")
-    for name in ("global_size", "local_size"):
-        size = getattr(cfg.crops, name)
-        if size <= 0 or size % cfg.crops.patch_size:
-            problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
     init = cfg.model.init_path
     if init is not None and not Path(init).is_file():
         problems.append(
