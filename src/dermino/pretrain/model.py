@@ -25,7 +25,7 @@ from dermino.losses import (
     masked_patch_weights,
     sinkhorn_knopp,
 )
-from dermino.losses.knowledge_heads import build_knowledge_head
+from dermino.models.knowledge_heads import build_knowledge_head
 from dermino.models import create
 from dermino.models.heads import build_heads
 from dermino.pretrain.config import LossesConfig, ModelConfig

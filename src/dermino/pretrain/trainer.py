@@ -33,7 +33,7 @@ from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.photometric import finish_batch, multicrop_transform
 from dermino.losses.knowledge import class_prior_floor
-from dermino.losses.knowledge_heads import class_frequencies
+from dermino.models.knowledge_heads import class_frequencies
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain import collapse, rescue
 from dermino.pretrain.config import PretrainConfig, validate
