@@ -101,8 +101,8 @@ def run_zero_shot(
     ``zeroshot`` results JSON (one per backbone, the random-init baseline included)."""
     from dermino.evaluate.metrics import macro_auroc
     from dermino.knowledge.encoder import load_text_encoder
-    from dermino.models.knowledge_heads import load_head
     from dermino.models import create
+    from dermino.models.knowledge_heads import load_head
 
     path = head_path_for(weights, cfg.head)
     head, info = load_head(path)

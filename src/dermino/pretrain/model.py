@@ -25,9 +25,9 @@ from dermino.losses import (
     masked_patch_weights,
     sinkhorn_knopp,
 )
-from dermino.models.knowledge_heads import build_knowledge_head
 from dermino.models import create
 from dermino.models.heads import build_heads
+from dermino.models.knowledge_heads import build_knowledge_head
 from dermino.pretrain.config import LossesConfig, ModelConfig
 
 TERMS = ("dino_global", "dino_local", "ibot", "koleo", "knowledge")
