@@ -183,7 +183,7 @@ def test_guard_stops_a_run_forced_to_collapse(tmp_path, manifests, dinov2_file):
     cfg.crops.global_size = 56
     cfg.data.epoch_size = 8  # 2 steps an "epoch": lr warm-up 0 -> peak over steps 0-1
     cfg.optim.warmup_epochs = 1
-    cfg.optim.base_lr = 300.0
+    cfg.optim.base_lr = 600.0  # 300 no longer fell below the margin twice in a row on this machine
     cfg.optim.clip_grad = 0.0
     cfg.optim.momentum_teacher = cfg.optim.momentum_teacher_end = 0.0  # the teacher is the student
     ham = pd.read_csv(manifests["ham10000"])  # bank: the train lesions; queries: the test lesions
