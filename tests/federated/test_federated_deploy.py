@@ -35,7 +35,7 @@ import yaml
 from _net import free_ports
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_certificates(folder: Path) -> dict[str, str]:

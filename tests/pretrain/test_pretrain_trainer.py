@@ -8,15 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dermino.data.sample import sample_manifests
 from dermino.pretrain.config import tiny_config
 from dermino.pretrain.trainer import BadStepsError, Trainer, load_pretrain_manifest, pretrain
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("manifests")
-    return [str(p) for p in sample_manifests(out).values()]
 
 
 def test_nan_guard_skips_poisoned_steps_and_stops_after_k(tmp_path, manifests):

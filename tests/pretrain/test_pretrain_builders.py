@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from dermino.data.sample import sample_manifests
 from dermino.pretrain.builders import (
     build_budget,
     build_data,
@@ -21,11 +20,6 @@ from dermino.pretrain.fast_step import TrainStep
 from dermino.pretrain.state import LoopState, StepParts
 from dermino.pretrain.trainer import Trainer
 from dermino.runtime import seed_everything
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory) -> list[str]:
-    return [str(p) for p in sample_manifests(tmp_path_factory.mktemp("manifests")).values()]
 
 
 def _cfg(tmp_path, manifests):

@@ -20,16 +20,6 @@ FAST = ["embed.image_size=56", "embed.pool=mean", "backbone.overrides.depth=2", 
         "train.lr=1e-3", "compare.n_resamples=30"]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    from dermino.data.sample import sample_manifests
-
-    root = tmp_path_factory.mktemp("fed")
-    paths = sample_manifests(root / "manifests", seed=0)
-    manifests = "[" + ",".join(str(p) for p in paths.values()) + "]"
-    return root, [f"data.manifests={manifests}", f"embed.cache_dir={root / 'cache'}"]
-
-
 def cfg_for(work, name: str, *extra: str) -> FederatedConfig:
     root, base = work
     return load_federated_config(None, [*FAST, *base, f"out_dir={root / name}", *extra])
