@@ -117,11 +117,36 @@ class KnowledgeLossConfig:
 
 
 @dataclass
+class GramLossConfig:
+    """Gram anchoring (DINOv3; ``losses/gram.py``): the student's patch similarities follow a frozen
+    Gram teacher's. Off by default; see docs/continued_pretraining.md for when to use it."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.teacher != "initial" or c.refresh_every == 0,
+             "teacher=initial keeps the starting weights: refresh_every must be 0"),
+    )
+
+    enabled: bool = False
+    weight: Annotated[float, NonNegative] = 2.0
+    start_step: Annotated[int, NonNegative] = 0  # the term counts from this optimizer step on
+    # the Gram teacher: a frozen copy of the EMA teacher, taken at the start and again every
+    # refresh_every steps ("ema_snapshot"), or the starting weights for the whole run ("initial":
+    # continued pretraining anchors the patch structure of the model it started from)
+    teacher: Literal["ema_snapshot", "initial"] = "ema_snapshot"
+    refresh_every: Annotated[int, NonNegative] = 0  # steps between snapshots; 0 = never refresh
+    remove_negatives: Literal["both", "target", "none"] = "both"  # clip negative similarities (DINOv3: both)
+    # > crops.global_size: the Gram teacher sees the global crops resized to this side (high-resolution
+    # targets), its patch grid resized back to the student's; 0 = the student's size
+    target_size: Annotated[int, NonNegative] = 0
+
+
+@dataclass
 class LossesConfig:
     dino: DinoLossConfig = field(default_factory=DinoLossConfig)
     ibot: TermConfig = field(default_factory=TermConfig)
     koleo: TermConfig = field(default_factory=lambda: TermConfig(weight=0.1))
     knowledge: KnowledgeLossConfig = field(default_factory=KnowledgeLossConfig)
+    gram: GramLossConfig = field(default_factory=GramLossConfig)
 
 
 @dataclass
@@ -181,7 +206,8 @@ class RunConfig:
     # collapse guard (needs the kNN monitor and model.init_weights: the start is the baseline):
     # stop when collapse_metric falls more than collapse_margin below its value at step 0 for
     # collapse_patience monitor evaluations in a row; 0 = only report
-    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy"] = "knn_macro_auroc"
+    # rankme: effective rank of the teacher's CLS embeddings of the monitor set (no labels needed)
+    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy", "rankme"] = "knn_macro_auroc"
     collapse_margin: Annotated[float, NonNegative] = 0.05
     collapse_patience: Annotated[int, NonNegative] = 3
     fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
@@ -196,6 +222,8 @@ class PretrainConfig:
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(lambda c: c.schedule.batch_size >= 2 or not c.losses.koleo.enabled,
              "schedule.batch_size={c.schedule.batch_size} must be >= 2 for the KoLeo loss (nearest neighbours)"),
+        Rule(lambda c: not (c.losses.gram.enabled and c.run.fsdp),
+             "losses.gram (Gram anchoring) is not supported with run.fsdp yet: use DDP"),
     )
 
     model: ModelConfig = field(default_factory=ModelConfig)

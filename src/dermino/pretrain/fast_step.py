@@ -188,6 +188,10 @@ class TrainStep:
             g["lr"] = lr * g["lr_mult"]
             g["weight_decay"] = wd * g["wd_mult"]
         warm = sched.warmup.active(state.step)
+        gram = t.model.losses.gram
+        if gram.enabled and gram.refresh_every and state.step and state.step % gram.refresh_every == 0:
+            t.model.refresh_gram_teacher()  # a new snapshot of the EMA teacher before this step
+        gram_on = gram.enabled and state.step >= gram.start_step
         t.model.train()
         sched.warmup.begin(state.step)
         dev = t.device
@@ -203,7 +207,7 @@ class TrainStep:
             no_sync = not sync and not t.fsdp and hasattr(t.student, "no_sync")
             with t.student.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
                 with t.autocast():
-                    out = t.model.compute_loss(mb, float(temp), student=t.student_call)
+                    out = t.model.compute_loss(mb, float(temp), student=t.student_call, gram=gram_on)
                 t.scaler.scale(out.loss / n).backward()
             loss_sum += out.loss.detach().float() / n
             term_sum += torch.stack([out.terms[k].detach().float() for k in TERMS]) / n

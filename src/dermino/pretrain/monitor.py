@@ -27,6 +27,7 @@ from dermino.data.manifest import read_manifest, resolve, split_labels
 from dermino.data.transforms import eval_transform
 from dermino.evaluate.knn import KNNConfig, knn_classify
 from dermino.evaluate.metrics import macro_auroc
+from dermino.evaluate.rank import effective_rank
 from dermino.pretrain import collapse
 from dermino.pretrain.distributed import barrier
 from dermino.pretrain.run_log import drop_rows_after
@@ -86,7 +87,8 @@ def knn_scores(
     backbone: nn.Module, train_df: pd.DataFrame, val_df: pd.DataFrame, size: int, device: torch.device, k: int = 5
 ) -> dict[str, float]:
     """``knn_accuracy`` (majority vote) and ``knn_macro_auroc`` (weighted votes, macro over
-    the query classes) of ``backbone``, embedding each image once."""
+    the query classes) of ``backbone``, embedding each image once, and ``rankme``: the effective
+    rank of the query embeddings (a collapse shows there before any label does)."""
     train_df, train_y = labelled(train_df)
     val_df, val_y = labelled(val_df)
     if not train_y or not val_y:
@@ -101,7 +103,7 @@ def knn_scores(
                        KNNConfig(k=k))
     # over the classes the queries hold (a small query set may lack a rare one)
     auroc = macro_auroc(y[seen], out.probs) if len(classes) > 1 and seen.any() else float("nan")
-    return {"knn_accuracy": float(accuracy), "knn_macro_auroc": float(auroc)}
+    return {"knn_accuracy": float(accuracy), "knn_macro_auroc": float(auroc), "rankme": effective_rank(query)}
 
 
 def split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -147,8 +149,8 @@ class KnnMonitor:
                     writer.writeheader()
                 writer.writerow(self.guard.row(step, scores, verdict))
             change = "" if verdict.change is None else f" ({self.guard.metric} {verdict.change:+.4f} from the start)"
-            log.info("step %d: kNN (k=5) accuracy %.4f, macro AUROC %.4f%s", step, scores["knn_accuracy"],
-                     scores["knn_macro_auroc"], change)
+            log.info("step %d: kNN (k=5) accuracy %.4f, macro AUROC %.4f, RankMe %.1f%s", step, scores["knn_accuracy"],
+                     scores["knn_macro_auroc"], scores["rankme"], change)
         if dist.is_initialized():
             box = [verdict]
             dist.broadcast_object_list(box, src=0)
