@@ -8,6 +8,7 @@ and tested alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from dermino.data.dedup import check_overlap
 from dermino.data.images import read_rgb
 from dermino.data.manifest import read_manifest, resolve
 from dermino.data.photometric import multicrop_transform
+from dermino.data.transforms import CropsConfig
 from dermino.losses.knowledge import class_prior_floor
 from dermino.models.knowledge_heads import class_frequencies
 from dermino.pretrain.config import PretrainConfig
@@ -237,10 +239,21 @@ def build_schedules(cfg: PretrainConfig, backbone: nn.Module, total_steps: int, 
                      warmup=warmup)
 
 
+# ---------------------------------------------------------------------------- resolution stages
+def stage_at(cfg: PretrainConfig, step: int, total_steps: int) -> tuple[int, CropsConfig]:
+    """(stage index, crops) for optimizer step ``step``: stage 0 is ``cfg.crops``; stage i >= 1
+    starts at step ``int(stages[i-1].start * total_steps)`` with that stage's crop sizes."""
+    index, crops = 0, cfg.crops
+    for i, st in enumerate(cfg.schedule.stages, start=1):
+        if step >= int(st.start * total_steps):
+            index, crops = i, dataclasses.replace(cfg.crops, global_size=st.global_size, local_size=st.local_size)
+    return index, crops
+
+
 # ---------------------------------------------------------------------------- cost
-def flops_per_image(cfg: PretrainConfig, backbone: nn.Module) -> float:
+def flops_per_image(cfg: PretrainConfig, backbone: nn.Module, crops: CropsConfig | None = None) -> float:
     """Analytic training FLOPs per image of the whole recipe (all crops, forward + backward)."""
-    crops, heads = cfg.crops, cfg.model.heads
+    crops, heads = crops or cfg.crops, cfg.model.heads
     return pretrain_flops_per_image(
         backbone.embed_dim, len(backbone.vit.blocks), crops.global_size, crops.local_size, crops.n_local,
         patch_size=crops.patch_size, n_prefix=backbone.num_prefix_tokens,

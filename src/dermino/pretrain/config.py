@@ -166,12 +166,28 @@ class OptimConfig:
 
 
 @dataclass
+class StageConfig:
+    """From ``start`` (a share of the optimizer steps) to the next stage, train at these crop sizes
+    (a high-resolution adaptation at the end of a run, as DINOv2/DINOv3 do: e.g. 224 -> 448)."""
+
+    start: Annotated[float, Range(gt=0, lt=1)] = 0.9
+    global_size: Annotated[int, AtLeast1] = 448
+    local_size: Annotated[int, AtLeast1] = 196
+
+
+def _stages_sorted(c: ScheduleConfig) -> bool:
+    starts = [st.start for st in c.stages]
+    return starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
+@dataclass
 class ScheduleConfig:
     """Budget in images or steps (one must be set); batch_size is per process per micro-step."""
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(lambda c: c.budget_images is not None or c.budget_steps is not None,
              "set schedule.budget_images or schedule.budget_steps"),
+        Rule(_stages_sorted, "schedule.stages must have distinct starts in increasing order"),
     )
 
     batch_size: Annotated[int, AtLeast1] = 64
@@ -184,6 +200,8 @@ class ScheduleConfig:
     # the frozen backbone for this many images first, then run the normal schedules. None: on
     # when model.init_weights is set (10 % of the budget, at most one epoch), 0: off.
     head_warmup_images: Annotated[int, NonNegative] | None = None
+    # later parts of the budget at other crop sizes (position embeddings interpolate; schedules go on)
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -222,6 +240,9 @@ class PretrainConfig:
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(lambda c: c.schedule.batch_size >= 2 or not c.losses.koleo.enabled,
              "schedule.batch_size={c.schedule.batch_size} must be >= 2 for the KoLeo loss (nearest neighbours)"),
+        Rule(lambda c: all(st.global_size % c.crops.patch_size == 0 and st.local_size % c.crops.patch_size == 0
+                           for st in c.schedule.stages),
+             "schedule.stages: every global_size and local_size must be a multiple of crops.patch_size"),
         Rule(lambda c: not (c.losses.gram.enabled and c.run.fsdp),
              "losses.gram (Gram anchoring) is not supported with run.fsdp yet: use DDP"),
     )

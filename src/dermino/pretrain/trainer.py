@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dermino.config import save_config, to_dict
-from dermino.data.photometric import finish_batch
+from dermino.data.photometric import finish_batch, multicrop_transform
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain import collapse, rescue
 from dermino.pretrain.builders import (  # noqa: F401  (load_pretrain_manifest: re-exported, its old home)
@@ -34,6 +34,7 @@ from dermino.pretrain.builders import (  # noqa: F401  (load_pretrain_manifest: 
     check_global_batch,
     flops_per_image,
     load_pretrain_manifest,
+    stage_at,
 )
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
@@ -104,6 +105,8 @@ class Trainer:
         self.peak = peak_tflops(self.device, cfg.run.precision, cfg.run.peak_tflops)
 
         self.state = LoopState()
+        self.stage = 0  # schedule.stages: the crop sizes in use (0: crops); set again on resume
+        self._loader_stale = False  # the crop sizes changed: batches() restarts the loader where it is
         self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
         self._reference: TrainStep | None = None  # train_step's stepper, made on first use
         torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
@@ -146,10 +149,14 @@ class Trainer:
         )
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Micro-batches from ``self.data_state`` on, across epochs; updates the state as it goes."""
-        epoch, start = self.data_state
+        """Micro-batches from ``self.data_state`` on, across epochs; updates the state as it goes.
+
+        When a resolution stage starts (``set_stage``), the loader is restarted at the current
+        position with the new crop sizes: the same samples, with the same per-sample seeds."""
         while True:
+            epoch, start = self.data_state
             n = (self.sampler.per_rank - start) // self.micro_batch
+            self._loader_stale = False
             if n > 0:
                 self.sampler.set_state(epoch, start)
                 it = iter(self.loader)
@@ -158,9 +165,26 @@ class Trainer:
                     start += self.micro_batch
                     self.data_state = (epoch, start)
                     yield batch
+                    if self._loader_stale:
+                        break
                 del it
-            epoch, start = epoch + 1, 0
-            self.data_state = (epoch, start)
+                if self._loader_stale:
+                    continue
+            self.data_state = (epoch + 1, 0)
+
+    def set_stage(self, step: int) -> bool:
+        """Use the crop sizes of the resolution stage of ``step`` (``schedule.stages``); True on a change."""
+        index, crops = stage_at(self.cfg, step, self.total_steps)
+        if index == self.stage:
+            return False
+        self.stage = index
+        self.dataset.transform = multicrop_transform(crops)
+        self.flops_per_image = flops_per_image(self.cfg, self.model.student.backbone, crops)
+        self._loader_stale = True
+        if self.dist.is_main:
+            log.info("step %d: resolution stage %d, global crops %d px, local crops %d px",
+                     step, index, crops.global_size, crops.local_size)
+        return True
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         nb = self.device.type == "cuda"
@@ -325,11 +349,13 @@ class Trainer:
                    desc="pretrain", dynamic_ncols=True)
         if monitor and self.step == 0 and cfg.model.init_weights:
             monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
+        self.set_stage(self.step)  # a resumed run may start inside a later stage
         stream = self.batches()
         step = self._stepper()
         clock = Throughput()
         try:
             while self.step < self.total_steps:
+                self.set_stage(self.step)
                 row = step([next(stream) for _ in range(self.accum)])
                 clock.add(self.global_batch)
                 self.images_seen += self.global_batch
