@@ -113,7 +113,7 @@ class OpenCLIPBaseline(nn.Module):
     """
 
     def __init__(self, arch: str, preprocess: Preprocess, *, quick_gelu: bool = False, template: str = "",
-                 text_tower: bool = True, image_size: int | None = None, vision: dict | None = None,
+                 text_tower: bool = True, img_size: int | None = None, vision: dict | None = None,
                  text: dict | None = None, visual_factory: Any = None):
         super().__init__()
         import open_clip
@@ -128,8 +128,8 @@ class OpenCLIPBaseline(nn.Module):
         else:
             cfg = open_clip.get_model_config(arch)
             kwargs: dict[str, Any] = {}
-            if image_size is not None and "timm_model_name" not in cfg["vision_cfg"]:
-                vision = {**(vision or {}), "image_size": image_size}
+            if img_size is not None and "timm_model_name" not in cfg["vision_cfg"]:
+                vision = {**(vision or {}), "image_size": img_size}
             if vision:
                 kwargs["vision_cfg"] = {**cfg["vision_cfg"], **vision}
             if text:
@@ -137,8 +137,8 @@ class OpenCLIPBaseline(nn.Module):
             self.clip = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
             self.image_only = False
         visual = self.clip.visual
-        if image_size is not None and hasattr(visual, "trunk"):  # timm trunk: resample its position table
-            visual.set_input_size(image_size)
+        if img_size is not None and hasattr(visual, "trunk"):  # timm trunk: resample its position table
+            visual.set_input_size(img_size)
         self._timm = hasattr(visual, "trunk")
         if self._timm:
             trunk = visual.trunk
@@ -187,7 +187,7 @@ class OpenCLIPBaseline(nn.Module):
 
 
 def _b16_tiny() -> dict:
-    return {"image_size": 28, "vision": {"layers": 2}, "text": {"layers": 2}}
+    return {"img_size": 32, "vision": {"layers": 2}, "text": {"layers": 2}}
 
 
 # open_clip transform.image_transform(is_train=False): Resize(shortest, bicubic) + CenterCrop,
@@ -221,7 +221,7 @@ def clip_vit_b16(**kw) -> OpenCLIPBaseline:
     licence="Apache-2.0", paper="Zhai et al. 2023, SigLIP; DermINO Supplementary Table 1", text_tower=False,
     text_note="the text tower is built and loaded, but its SentencePiece tokenizer (timm/ViT-B-16-SigLIP) is a "
               "Hugging Face download, not shipped in an installed package: no offline text tower",
-), tiny={"image_size": 28, "text": {"layers": 2}})
+), tiny={"img_size": 32, "text": {"layers": 2}})
 def siglip_vit_b16(**kw) -> OpenCLIPBaseline:
     return OpenCLIPBaseline("ViT-B-16-SigLIP", SIGLIP_PREPROCESS, text_tower=False, **kw)
 
@@ -248,7 +248,7 @@ BIOMEDCLIP_PREPROCESS = Preprocess(224, 224, "shortest", "bicubic", OPENAI_MEAN,
     text_note="the PubMedBERT text tower needs the Hugging Face config and vocabulary of "
               "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract (a download): image tower only offline; "
               "the file's text.* keys and logit_scale are reported as ignored",
-), tiny={"image_size": 28})
+), tiny={"img_size": 32})
 def biomedclip(**kw) -> OpenCLIPBaseline:
     return OpenCLIPBaseline("biomedclip", BIOMEDCLIP_PREPROCESS, visual_factory=_biomedclip_visual,
                             text_tower=False, **kw)
@@ -262,7 +262,7 @@ def biomedclip(**kw) -> OpenCLIPBaseline:
     text_note="open_clip CLIP BPE tokenizer (same vocabulary as OpenAI CLIP); template 'This is skin image of {}'",
     note="weight_clip.pt is an OpenAI-CLIP state dict (loaded by MONET into clip.load('ViT-L/14')); "
          "open_clip's ViT-L-14 with QuickGELU has the same keys",
-), tiny={"image_size": 28, "vision": {"layers": 2}, "text": {"layers": 2}})
+), tiny={"img_size": 28, "vision": {"layers": 2}, "text": {"layers": 2}})
 def monet(**kw) -> OpenCLIPBaseline:
     return OpenCLIPBaseline("ViT-L-14", MONET_PREPROCESS, quick_gelu=True, template="This is skin image of {}",
                             **kw)

@@ -106,7 +106,7 @@ VIT_B16_PREPROCESS = Preprocess(224, crop_pct(224, 0.9), "shortest", "bicubic", 
     files=("model.safetensors",), licence="Apache-2.0",
     paper="Dosovitskiy et al. 2021; Steiner et al. 2022 (AugReg); DermINO Supplementary Table 1",
     note="timm's layout as published; the ImageNet head is dropped (reported)",
-), tiny={"img_size": 28, "depth": 2})
+), tiny={"img_size": 32, "depth": 2})
 def vit_base_patch16_224(**kw) -> TimmBackbone:
     return TimmBackbone("vit_base_patch16_224", preprocess=VIT_B16_PREPROCESS, **kw)
 
@@ -154,7 +154,7 @@ for _s, _file in DINOV3_FILES.items():
         sha256=_file.rsplit("-", 1)[1].split(".")[0],
         note="Meta's file converted by timm eva.checkpoint_filter_fn; 4 register tokens as published; "
              "sha256 prefix from the file name (torch.hub check_hash convention)",
-    ), tiny={"embed_dim": 64, "depth": 2, "num_heads": 2, "img_size": 28})(_dinov3_factory(_s))
+    ), tiny={"embed_dim": 64, "depth": 2, "num_heads": 2, "img_size": 32})(_dinov3_factory(_s))
 
 
 # --- PanDerm --------------------------------------------------------------------------------
@@ -196,4 +196,4 @@ for _s, (_arch, _file) in _PANDERM.items():
         licence="CC BY-NC-ND 4.0 (PanDerm repository)", paper="Yan et al. 2025, Nature Medicine (PanDerm)",
         note="PanDerm's own ViT (modeling_finetune.VisionTransformer) is not in a maintained library; timm's "
              "BEiT has the same modules and key names (q_bias/v_bias, gamma_1/2), checked key-for-key in tests",
-    ), tiny={"img_size": 28, "depth": 2})(_panderm_factory(_s))
+    ), tiny={"img_size": 32, "depth": 2})(_panderm_factory(_s))
