@@ -48,6 +48,8 @@ def _load(name, path, **kw):
         warnings.filterwarnings("ignore", message=".*differs from the .* file its publisher states")
         model = dermino.load(name, weights=path, **over).backbone
     report = load_weights(model, path, strict=True)
+    if name in CARDS:  # the built model carries its card's preprocessing record
+        assert model.preprocess == CARDS[name].preprocess is not None
     return model, report
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from dermino.models.preprocess import Preprocess
 from dermino.models.registry import register
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,12 @@ class Card:
     text_note: str = ""  # why there is none, or which tokenizer / template
     note: str = ""  # faithfulness caveats: converters, closest maintained implementation
     status: Status = "ready"
+    preprocess: Preprocess | None = None  # the record the built model carries as ``model.preprocess``
 
     def params(self) -> dict:
         d = asdict(self)
         d["files"] = list(self.files)
+        d["preprocess"] = self.preprocess.params() if self.preprocess else None
         return d
 
 

@@ -40,6 +40,6 @@ for _s in DINOV2_SIZES:
             name=_name, family="DINOv2", library="dermino", arch=f"ViTBackbone (timm VisionTransformer) {_s.upper()}/14",
             hub_id=f"torch.hub facebookresearch/dinov2 {_name}",
             download=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{_s}14/{_file}", files=(_file,),
-            licence="Apache-2.0", paper="Oquab et al. 2023, DINOv2",
+            licence="Apache-2.0", paper="Oquab et al. 2023, DINOv2", preprocess=DINOV2_PREPROCESS,
             note="checkpoint position embeddings (518 px) are kept at their own grid and interpolated per input",
         ), tiny=_VIT_TINY)(_dinov2_factory(_s, _reg))

@@ -206,7 +206,7 @@ MONET_PREPROCESS = Preprocess(224, 224, "shortest", "bicubic", IMAGENET_MEAN, IM
     hub_id="timm/vit_base_patch16_clip_224.openai (open_clip 'ViT-B-16', pretrained='openai')",
     download="https://huggingface.co/timm/vit_base_patch16_clip_224.openai",
     files=("open_clip_model.safetensors",), licence="MIT (OpenAI CLIP)",
-    paper="Radford et al. 2021; DermINO Supplementary Table 1", text_tower=True,
+    paper="Radford et al. 2021; DermINO Supplementary Table 1", text_tower=True, preprocess=CLIP_PREPROCESS,
     text_note="open_clip CLIP BPE tokenizer (in the package); template 'a photo of {}.'",
     note="OpenAI's own ViT-B-16.pt is a TorchScript archive (code) and is not read; the hub file has the same weights",
 ), tiny=_b16_tiny())
@@ -219,6 +219,7 @@ def clip_vit_b16(**kw) -> OpenCLIPBaseline:
     hub_id="timm/ViT-B-16-SigLIP (open_clip 'ViT-B-16-SigLIP', pretrained='webli')",
     download="https://huggingface.co/timm/ViT-B-16-SigLIP", files=("open_clip_model.safetensors",),
     licence="Apache-2.0", paper="Zhai et al. 2023, SigLIP; DermINO Supplementary Table 1", text_tower=False,
+    preprocess=SIGLIP_PREPROCESS,
     text_note="the text tower is built and loaded, but its SentencePiece tokenizer (timm/ViT-B-16-SigLIP) is a "
               "Hugging Face download, not shipped in an installed package: no offline text tower",
 ), tiny={"img_size": 32, "text": {"layers": 2}})
@@ -244,6 +245,7 @@ BIOMEDCLIP_PREPROCESS = Preprocess(224, 224, "shortest", "bicubic", OPENAI_MEAN,
     hub_id="hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
     download="https://huggingface.co/microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
     files=("open_clip_pytorch_model.bin",), licence="MIT", paper="Zhang et al. 2023, BiomedCLIP; DermINO Suppl. Table 1",
+    preprocess=BIOMEDCLIP_PREPROCESS,
     text_tower=False,
     text_note="the PubMedBERT text tower needs the Hugging Face config and vocabulary of "
               "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract (a download): image tower only offline; "
@@ -259,6 +261,7 @@ def biomedclip(**kw) -> OpenCLIPBaseline:
     hub_id="suinleelab/monet (transformers CLIPModel copy)",
     download="https://aimslab.cs.washington.edu/MONET/weight_clip.pt", files=("weight_clip.pt",),
     licence="see suinleelab/MONET", paper="Kim et al. 2024, Nature Medicine (MONET)", text_tower=True,
+    preprocess=MONET_PREPROCESS,
     text_note="open_clip CLIP BPE tokenizer (same vocabulary as OpenAI CLIP); template 'This is skin image of {}'",
     note="weight_clip.pt is an OpenAI-CLIP state dict (loaded by MONET into clip.load('ViT-L/14')); "
          "open_clip's ViT-L-14 with QuickGELU has the same keys",
@@ -276,7 +279,7 @@ DERMLIP_PREPROCESS = Preprocess(224, 224, "shortest", "bicubic", OPENAI_MEAN, OP
     name="dermlip_vit_b16", family="DermLIP", library="open_clip", arch="ViT-B-16",
     hub_id="hf-hub:redlessone/DermLIP_ViT-B-16", download="https://huggingface.co/redlessone/DermLIP_ViT-B-16",
     files=("open_clip_model.safetensors",), licence="CC BY-NC-ND 4.0 (model card)",
-    paper="Yan et al. 2025, Derm1M (DermLIP)", text_tower=True,
+    paper="Yan et al. 2025, Derm1M (DermLIP)", text_tower=True, preprocess=DERMLIP_PREPROCESS,
     text_note="open_clip CLIP BPE tokenizer; template 'This is a skin image of {}' (model card)",
     note="the PanDerm-base + PubMedBERT DermLIP variant needs a Hugging Face text config: not registered",
 ), tiny=_b16_tiny())
@@ -288,7 +291,7 @@ def dermlip_vit_b16(**kw) -> OpenCLIPBaseline:
     name="make_vit_b16", family="MAKE", library="open_clip", arch="ViT-B-16",
     hub_id="hf-hub:xieji-x/MAKE", download="https://huggingface.co/xieji-x/MAKE (or MAKE.pt, SiyuanYan1/MAKE)",
     files=("open_clip_model.safetensors", "MAKE.pt"), licence="MIT (SiyuanYan1/MAKE repository)",
-    paper="Yan et al. 2025, MICCAI (MAKE)", text_tower=True,
+    paper="Yan et al. 2025, MICCAI (MAKE)", text_tower=True, preprocess=DERMLIP_PREPROCESS,
     text_note="open_clip CLIP BPE tokenizer; template 'This is a skin image of {}'",
     note="MAKE.pt is an open_clip training checkpoint ({'state_dict': {'module.…'}}), unwrapped on load",
 ), tiny=_b16_tiny())

@@ -105,7 +105,7 @@ VIT_B16_PREPROCESS = Preprocess(224, crop_pct(224, 0.9), "shortest", "bicubic", 
     download="https://huggingface.co/timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
     files=("model.safetensors",), licence="Apache-2.0",
     paper="Dosovitskiy et al. 2021; Steiner et al. 2022 (AugReg); DermINO Supplementary Table 1",
-    note="timm's layout as published; the ImageNet head is dropped (reported)",
+    note="timm's layout as published; the ImageNet head is dropped (reported)", preprocess=VIT_B16_PREPROCESS,
 ), tiny={"img_size": 32, "depth": 2})
 def vit_base_patch16_224(**kw) -> TimmBackbone:
     return TimmBackbone("vit_base_patch16_224", preprocess=VIT_B16_PREPROCESS, **kw)
@@ -150,7 +150,7 @@ for _s, _file in DINOV3_FILES.items():
         hub_id=f"timm/{_DINOV3_ARCH[_s].replace('_qkvb', '')}.lvd1689m (timm layout, no qkv bias keys)",
         download="https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ "
                  "(facebookresearch/dinov3 README)", files=(_file,),
-        licence="DINOv3 License", paper="Simeoni et al. 2025, DINOv3",
+        licence="DINOv3 License", paper="Simeoni et al. 2025, DINOv3", preprocess=DINOV3_PREPROCESS,
         sha256=_file.rsplit("-", 1)[1].split(".")[0],
         note="Meta's file converted by timm eva.checkpoint_filter_fn; 4 register tokens as published; "
              "sha256 prefix from the file name (torch.hub check_hash convention)",
@@ -194,6 +194,7 @@ for _s, (_arch, _file) in _PANDERM.items():
         hub_id="none (Google Drive, SiyuanYan1/PanDerm README)",
         download="https://github.com/SiyuanYan1/PanDerm#1-download-panderm-pre-trained-weights", files=(_file,),
         licence="CC BY-NC-ND 4.0 (PanDerm repository)", paper="Yan et al. 2025, Nature Medicine (PanDerm)",
+        preprocess=PANDERM_PREPROCESS,
         note="PanDerm's own ViT (modeling_finetune.VisionTransformer) is not in a maintained library; timm's "
              "BEiT has the same modules and key names (q_bias/v_bias, gamma_1/2), checked key-for-key in tests",
     ), tiny={"img_size": 32, "depth": 2})(_panderm_factory(_s))

@@ -74,6 +74,7 @@ RESNEXT101_PREPROCESS = Preprocess(224, 256, "shortest", "bilinear", IMAGENET_ME
     download="https://download.pytorch.org/models/resnext101_32x8d-8ba56ff5.pth",
     files=("resnext101_32x8d-8ba56ff5.pth",), licence="BSD-3-Clause (torchvision)",
     paper="Xie et al. 2017, ResNeXt; DermINO Supplementary Table 1", sha256="8ba56ff5",
+    preprocess=RESNEXT101_PREPROCESS,
     note="sha256 prefix from torchvision's file name; IMAGENET1K_V2 (-110c445d.pth, resize 232) loads too, "
          "with V1's preprocessing record",
 ))

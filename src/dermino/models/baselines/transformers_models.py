@@ -73,6 +73,7 @@ class HFSiglipBaseline(nn.Module):
     hub_id="google/medsiglip-448", download="https://huggingface.co/google/medsiglip-448",
     files=("model.safetensors",), licence="Health AI Developer Foundations terms (gated)",
     paper="Sellergren et al. 2025, MedGemma technical report", text_tower=False,
+    preprocess=MEDSIGLIP_PREPROCESS,
     text_note="the SigLIP SentencePiece tokenizer is a (gated) Hugging Face download, not in an installed "
               "package: the text tower is built and loaded, but cannot encode text offline",
     note="config written from the model card's So400m shapes; a mismatching hub file fails loudly "
