@@ -176,6 +176,30 @@ def test_panderm_file(tmp_path, name, arch, dim):
         torch.testing.assert_close(model(x), ref.forward_features(x)[:, 0])
 
 
+def _sam_encoder_state(ref: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """timm's SAM ViT written back in SAM's ``ImageEncoderViT`` names (segment_anything/modeling/
+    image_encoder.py: ``mlp.lin1``/``mlp.lin2``), as LVM-Med's ``lvmmed_vit.pth`` stores them."""
+    return {k.replace("mlp.fc", "mlp.lin"): v.clone() for k, v in ref.state_dict().items()}
+
+
+def test_lvm_med_file(tmp_path):
+    import timm
+
+    kw = tiny_overrides("lvm_med_vit_b16")
+    ref = timm.create_model("samvit_base_patch16", pretrained=False, num_classes=0, use_abs_pos=False, **kw).eval()
+    _randomise(ref)
+    sd = _sam_encoder_state(ref)
+    assert "blocks.0.mlp.lin1.weight" in sd and "neck.0.weight" in sd and "blocks.2.attn.rel_pos_h" in sd
+    torch.save(sd, tmp_path / "lvmmed_vit.pth")
+    model, report = _load("lvm_med_vit_b16", tmp_path / "lvmmed_vit.pth")
+    assert not report.missing and not report.unexpected and not report.ignored
+    x = _x(224, 1)  # LVM-Med's classifier input on the 1024 px encoder
+    with torch.no_grad():
+        x_blocks = ref.blocks(ref.patch_embed(x))  # (B, h, w, C): SAM's encoder without its neck
+        torch.testing.assert_close(model(x), x_blocks.mean(dim=(1, 2)))
+        assert model.embed_dim == 768
+
+
 # --- open_clip -------------------------------------------------------------------------------
 def _open_clip_ref(arch, name, quick_gelu=False):
     kw = tiny_overrides(name)
@@ -308,6 +332,7 @@ def test_dinov2_hub_file(tmp_path, name):
 # --- the registry, the cards and the published hashes ------------------------------------------
 LAYOUT_TESTED = (
     {"resnext101_32x8d", "resnet50", "resnext50_32x4d", "vit_base_patch16_224", "dinov3_vits16", "dinov3_vitb16",
+     "lvm_med_vit_b16",
      "dinov3_vitl16", "panderm_vitl16", "panderm_vitb16", "biomedclip", "medsiglip_448"}
     | {n for n, *_ in OPEN_CLIP}
     | {f"dinov2_vit{s}14{r}" for s in "sbl" for r in ("", "_reg4")}

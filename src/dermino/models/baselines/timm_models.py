@@ -198,3 +198,51 @@ for _s, (_arch, _file) in _PANDERM.items():
         note="PanDerm's own ViT (modeling_finetune.VisionTransformer) is not in a maintained library; timm's "
              "BEiT has the same modules and key names (q_bias/v_bias, gamma_1/2), checked key-for-key in tests",
     ), tiny={"img_size": 32, "depth": 2})(_panderm_factory(_s))
+
+
+# --- LVM-Med ViT-B --------------------------------------------------------------------------
+def convert_lvm_med(sd: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """LVM-Med's ``lvmmed_vit.pth`` (SAM's ``ImageEncoderViT`` keys, segment_anything/modeling/
+    image_encoder.py) -> timm ``VisionTransformerSAM``: ``mlp.lin{1,2}`` -> ``mlp.fc{1,2}``, an
+    optional ``image_encoder.`` prefix removed (timm's samvit checkpoint_filter_fn does the same
+    for SAM files). LVM-Med's classifier runs without absolute position embeddings
+    (model/unet_vit_classification.py, ``use_abs_pos=False``): a ``pos_embed`` is reported as ignored."""
+    sd = {k.removeprefix("image_encoder."): v for k, v in sd.items()}
+    dropped = [k for k in sd if k == "pos_embed"]
+    return {k.replace("mlp.lin", "mlp.fc"): v for k, v in sd.items() if k != "pos_embed"}, dropped
+
+
+class LVMMedViT(TimmBackbone):
+    """LVM-Med's classification feature: the last block's tokens before SAM's neck, averaged
+    (duyhominhnguyen/LVM-Med model/unet_vit_classification.py: blocks -> permute -> AdaptiveAvgPool2d)."""
+
+    def __init__(self, model_name: str, **kwargs):
+        super().__init__(model_name, **kwargs)
+        self.embed_dim = int(self.model.embed_dim)  # the block width, not SAM's 256-channel neck
+
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
+        no_masks(masks, "lvm_med_vit_b16")
+        fmap = self.model.forward_intermediates(x, indices=[-1], intermediates_only=True)[-1]
+        return {"cls": fmap.mean(dim=(2, 3)), "patch": fmap.flatten(2).transpose(1, 2)}
+
+
+# LVM-Med classification_VIT/train_SAMVIT_classification.py: Resize((224, 224)) (bilinear),
+# ToTensor, ImageNet mean/std
+LVM_MED_PREPROCESS = Preprocess(224, 224, "squash", "bilinear", IMAGENET_MEAN, IMAGENET_STD, "cls",
+                                "duyhominhnguyen/LVM-Med classification_VIT/train_SAMVIT_classification.py")
+
+
+@register_baseline(Card(
+    name="lvm_med_vit_b16", family="LVM-Med", library="timm", arch="samvit_base_patch16 (SAM ViT-B, no abs pos)",
+    hub_id="ngctnnnn/lvmmed_vit (transformers copy)",
+    download="https://github.com/duyhominhnguyen/LVM-Med#1-pretrained-models (Google Drive)",
+    files=("lvmmed_vit.pth",), licence="see duyhominhnguyen/LVM-Med", paper="Nguyen et al. 2023, NeurIPS (LVM-Med); "
+    "DermINO Supplementary Table 1",
+    note="SAM's image encoder from timm (vision_transformer_sam.py), built for 1024 px as trained; LVM-Med's "
+         "classifier feeds 224 px (window attention pads, relative positions are interpolated) and averages "
+         "the pre-neck tokens; SAM's neck is loaded but unused by that feature",
+    preprocess=LVM_MED_PREPROCESS,
+), tiny={"depth": 4})
+def lvm_med_vit_b16(**kw) -> LVMMedViT:
+    kw.setdefault("use_abs_pos", False)
+    return LVMMedViT("samvit_base_patch16", preprocess=LVM_MED_PREPROCESS, convert=convert_lvm_med, **kw)
