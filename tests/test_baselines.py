@@ -200,6 +200,51 @@ def test_lvm_med_file(tmp_path):
         assert model.embed_dim == 768
 
 
+def _unicl_davit_state(ref: torch.nn.Module, projection: torch.Tensor) -> dict[str, torch.Tensor]:
+    """timm DaViT weights written back in MedImageInsight's UniCL names (MedImageInsight
+    ImageEncoder/davit_v1.py: ConvEmbed ``convs.i.{proj,norm}``, ``blocks.i.j.{spatial,channel}_block``
+    with PreNorm ``conv1.fn.dw`` / ``window_attn|channel_attn.{norm,fn}`` / ``conv2.fn.dw`` /
+    ``ffn.{norm,fn.net}``, pooled norm ``norms``), under ``image_encoder.``, with ``image_projection``."""
+    import re
+
+    out = {}
+    for k, v in ref.state_dict().items():
+        k = k.replace("stem.conv.", "convs.0.proj.").replace("stem.norm.", "convs.0.norm.")
+        k = re.sub(r"stages\.(\d+)\.downsample\.conv\.", r"convs.\1.proj.", k)
+        k = re.sub(r"stages\.(\d+)\.downsample\.norm\.", r"convs.\1.norm.", k)
+        k = re.sub(r"stages\.(\d+)\.blocks\.", r"blocks.\1.", k)
+        attn = "window_attn" if "spatial_block" in k else "channel_attn"
+        k = (k.replace("cpe1.proj", "conv1.fn.dw").replace("cpe2.proj", "conv2.fn.dw")
+             .replace("norm1.", f"{attn}.norm.").replace(".attn.", f".{attn}.fn.")
+             .replace("norm2.", "ffn.norm.").replace("mlp.", "ffn.fn.net.").replace("head.norm.", "norms."))
+        out["image_encoder." + k] = v.clone()
+    out["image_projection"] = projection
+    return out
+
+
+def test_medimageinsight_file(tmp_path):
+    import timm
+
+    kw = tiny_overrides("medimageinsight")
+    proj_dim = kw.pop("proj_dim")
+    ref = timm.create_model("davit_huge_fl", pretrained=False, num_classes=0, **kw).eval()
+    _randomise(ref)
+    projection = torch.randn(ref.num_features, proj_dim)
+    sd = _unicl_davit_state(ref, projection)
+    assert "image_encoder.blocks.2.0.channel_block.channel_attn.fn.qkv.weight" in sd
+    assert "image_encoder.convs.1.proj.weight" in sd and "image_encoder.norms.weight" in sd
+    sd |= {"lang_projection": torch.randn(4, 4), "logit_scale": torch.tensor(1.0)}
+    save_file(sd, str(tmp_path / "medimageinsigt-v1.0.0.pt"))  # the published file is safetensors
+    model, report = _load("medimageinsight", tmp_path / "medimageinsigt-v1.0.0.pt")
+    assert not report.missing and not report.unexpected
+    assert set(report.ignored) == {"lang_projection", "logit_scale"}
+    x = _x(64)
+    with torch.no_grad():
+        pooled = ref.forward_head(ref.forward_features(x), pre_logits=True)  # norms(avgpool(tokens))
+        torch.testing.assert_close(model(x), pooled)
+        torch.testing.assert_close(model.forward_features(x)["proj"], pooled @ projection)
+
+
 # --- open_clip -------------------------------------------------------------------------------
 def _open_clip_ref(arch, name, quick_gelu=False):
     kw = tiny_overrides(name)
@@ -332,7 +377,7 @@ def test_dinov2_hub_file(tmp_path, name):
 # --- the registry, the cards and the published hashes ------------------------------------------
 LAYOUT_TESTED = (
     {"resnext101_32x8d", "resnet50", "resnext50_32x4d", "vit_base_patch16_224", "dinov3_vits16", "dinov3_vitb16",
-     "lvm_med_vit_b16",
+     "lvm_med_vit_b16", "medimageinsight",
      "dinov3_vitl16", "panderm_vitl16", "panderm_vitb16", "biomedclip", "medsiglip_448"}
     | {n for n, *_ in OPEN_CLIP}
     | {f"dinov2_vit{s}14{r}" for s in "sbl" for r in ("", "_reg4")}

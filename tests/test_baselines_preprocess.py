@@ -79,6 +79,12 @@ def _lvm_med():
     return T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 
 
+def _medimageinsight():
+    # MedImageInsight config: IMAGE_SIZE 480, TEST.CENTER_CROP False, AUG.INTERPOLATION bicubic, ImageNet stats
+    return T.Compose([T.Resize((480, 480), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
 def _medsiglip():
     # the PIL backend: what the hub's preprocessor_config.json ran with when MedSigLIP was
     # published (transformers 5's default backend resizes uint8 tensors instead: up to two
@@ -104,6 +110,7 @@ UPSTREAM = {
     "make_vit_b16": lambda: _open_clip("ViT-B-16", None),
     "monet": _monet,
     "lvm_med_vit_b16": _lvm_med,
+    "medimageinsight": _medimageinsight,
     "medsiglip_448": _medsiglip,
     **{f"dinov2_vit{s}14{r}": _dinov2 for s in "sbl" for r in ("", "_reg4")},
 }

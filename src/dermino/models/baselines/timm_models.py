@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import timm
+import torch
 from torch import Tensor, nn
 
 from dermino.models.baselines.common import Card, load_plain, no_masks, register_baseline
@@ -246,3 +247,81 @@ LVM_MED_PREPROCESS = Preprocess(224, 224, "squash", "bilinear", IMAGENET_MEAN, I
 def lvm_med_vit_b16(**kw) -> LVMMedViT:
     kw.setdefault("use_abs_pos", False)
     return LVMMedViT("samvit_base_patch16", preprocess=LVM_MED_PREPROCESS, convert=convert_lvm_med, **kw)
+
+
+# --- MedImageInsight ------------------------------------------------------------------------
+def convert_medimageinsight(sd: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """MedImageInsight's UniCL file -> timm DaViT keys + ``projection``.
+
+    The vision file holds ``image_encoder.*`` (older exports: ``visual.*``) in the Florence /
+    UniCL DaViT naming (``convs.i``, ``blocks.i.j.{spatial,channel}_block.{conv1.fn.dw,
+    window_attn.norm, window_attn.fn, channel_attn.*, ffn.norm, ffn.fn.net}``, ``norms``) and the
+    projection ``image_projection`` (``vision_projection``). timm's own Florence-2 converter
+    (davit.py ``_convert_florence2``) maps that naming; ``norms`` is the pooled-feature norm, timm's
+    ``head.norm``. Text-side keys (``lang_encoder.*``, ``lang_projection``, ``logit_scale``) are
+    reported as ignored: the language model is a separate download with a tokenizer we lack offline.
+    """
+    from timm.models.davit import _convert_florence2
+
+    image, dropped, out = {}, [], {}
+    for k, v in sd.items():
+        if k.startswith(("image_encoder.", "visual.")):
+            image["vision_tower." + k.split(".", 1)[1]] = v
+        elif k in ("image_projection", "vision_projection"):
+            out["projection"] = v
+        else:
+            dropped.append(k)
+    for k, v in _convert_florence2(image, model).items():
+        out[k.replace("norms.", "head.norm.")] = v
+    return out, dropped
+
+
+class MedImageInsightDaViT(TimmBackbone):
+    """MedImageInsight's image tower (timm ``davit_huge_fl`` shapes) and its UniCL projection.
+
+    ``cls``: layer-normed average of the last stage (UniCL DaViT ``forward_features``);
+    ``proj``: that times ``image_projection`` (``UniCLModel.encode_image`` before L2 norm).
+    """
+
+    def __init__(self, model_name: str, proj_dim: int = 1024, **kwargs):
+        super().__init__(model_name, **kwargs)
+        self.projection = nn.Parameter(torch.zeros(self.embed_dim, proj_dim))
+        nn.init.normal_(self.projection, std=0.02)
+
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
+        out = super().forward_features(x, masks)
+        return {**out, "proj": out["cls"] @ self.projection}
+
+    def load_checkpoint(self, sd: dict[str, Tensor]) -> tuple[list, list, list]:
+        sd, dropped = convert_medimageinsight(sd, self.model)
+        projection = sd.pop("projection", None)
+        missing, unexpected, ignored = load_plain(self.model, sd, ())
+        if projection is None:
+            missing.append("projection (image_projection)")
+        else:
+            with torch.no_grad():
+                self.projection.copy_(projection)
+        return missing, unexpected, dropped + ignored
+
+
+# MedImageInsight config (IMAGE_ENCODER.IMAGE_SIZE 480, TEST.CENTER_CROP False, AUG.INTERPOLATION
+# bicubic): resize to 480 x 480, bicubic, ImageNet mean/std
+MEDIMAGEINSIGHT_PREPROCESS = Preprocess(480, 480, "squash", "bicubic", IMAGENET_MEAN, IMAGENET_STD, "proj",
+                                        "MedImageInsight 2024.09.27 config.yaml (IMAGE_SIZE 480, no centre crop)")
+
+
+@register_baseline(Card(
+    name="medimageinsight", family="MedImageInsight", library="timm",
+    arch="davit_huge_fl shapes: DaViT dims 256-2048, depths 1-1-9-1, window 12, channel attention v2",
+    hub_id="lion-ai/MedImageInsights (2024.09.27/vision_model/medimageinsigt-v1.0.0.pt)",
+    download="https://huggingface.co/lion-ai/MedImageInsights", files=("medimageinsigt-v1.0.0.pt",),
+    licence="MIT (Microsoft MedImageInsights)", paper="Codella et al. 2024, MedImageInsight; DermINO Suppl. Table 1",
+    text_note="the UniCL language model is a separate file with a Hugging Face tokenizer: not offline",
+    note="Microsoft's DaViT (UniCL davit_v1) is not a maintained package; timm's DaViT with the Florence-2 "
+         "options computes the same blocks (window attention, N^-1/2-scaled channel attention, conv position "
+         "encodings, pre-norm downsampling) and timm's Florence-2 key converter maps the names; the paper's "
+         "'DaViT-Large' is this 360 M-parameter tower; normalisation (ImageNet) from the reference code",
+    preprocess=MEDIMAGEINSIGHT_PREPROCESS,
+), tiny={"depths": (1, 1, 1, 1), "embed_dims": (32, 64, 128, 256), "num_heads": (2, 4, 8, 16), "proj_dim": 16})
+def medimageinsight(**kw) -> MedImageInsightDaViT:
+    return MedImageInsightDaViT("davit_huge_fl", preprocess=MEDIMAGEINSIGHT_PREPROCESS, **kw)
