@@ -100,7 +100,7 @@ def main() -> None:
               f"peak {row['peak_rss_gb']:5.2f} GB  load {load} -> {row['load_after']}", flush=True)
     write_json({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": 1,
                 "n": args.n, "batch": args.batch, "weights": "random (cost and wiring, not quality)",
-                "loadavg": open("/proc/loadavg").read().strip(), "rows": rows}, args.out)
+                "loadavg": Path("/proc/loadavg").read_text().strip(), "rows": rows}, args.out)
     print(f"wrote {args.out}")
 
 
