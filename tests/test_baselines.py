@@ -265,7 +265,8 @@ def _open_clip_ref(arch, name, quick_gelu=False):
 
 OPEN_CLIP = [  # name, open_clip arch, QuickGELU, how the publisher stores the file
     ("clip_vit_b16", "ViT-B-16", True, "safetensors"),  # open_clip_model.safetensors on the hub
-    ("siglip_vit_b16", "ViT-B-16-SigLIP", False, "safetensors"),
+    # real-size timm ViT-B trunk (open_clip passes no depth to timm): about 30 s on 2 shared cores
+    pytest.param("siglip_vit_b16", "ViT-B-16-SigLIP", False, "safetensors", marks=pytest.mark.slow),
     ("monet", "ViT-L-14", True, "openai"),  # weight_clip.pt: OpenAI CLIP state dict
     ("dermlip_vit_b16", "ViT-B-16", False, "safetensors"),
     ("make_vit_b16", "ViT-B-16", False, "train"),  # MAKE.pt: open_clip training checkpoint
@@ -308,6 +309,7 @@ def test_open_clip_file(tmp_path, name, arch, quick, layout):
     assert "{}" in tower.template
 
 
+@pytest.mark.slow  # real-size timm ViT-B trunk: about 20 s on 2 shared cores
 def test_biomedclip_image_tower_from_the_full_file(tmp_path):
     """BiomedCLIP's hub file holds both towers; offline only the image tower can be built, so
     its ``visual.*`` part loads strictly and the PubMedBERT side is reported as ignored."""
@@ -379,7 +381,7 @@ LAYOUT_TESTED = (
     {"resnext101_32x8d", "resnet50", "resnext50_32x4d", "vit_base_patch16_224", "dinov3_vits16", "dinov3_vitb16",
      "lvm_med_vit_b16", "medimageinsight",
      "dinov3_vitl16", "panderm_vitl16", "panderm_vitb16", "biomedclip", "medsiglip_448"}
-    | {n for n, *_ in OPEN_CLIP}
+    | {(p.values[0] if hasattr(p, "values") else p[0]) for p in OPEN_CLIP}
     | {f"dinov2_vit{s}14{r}" for s in "sbl" for r in ("", "_reg4")}
 )
 
