@@ -151,3 +151,27 @@ def test_medsiglip_tensor_backend_is_within_two_grey_levels(image):
     theirs = torch.from_numpy(np.asarray(proc(images=image, return_tensors="np")["pixel_values"][0]))
     diff = (ours - theirs).abs()
     assert diff.max() <= 2 * 2 / 255 + 1e-6 and (diff > 1e-6).float().mean() < 0.02
+
+
+def test_record_reaches_cache_meta_and_load_config(tmp_path):
+    """The model's record is applied by the extractor and written into the cache meta; dermino.load
+    reports it too, and an explicit size with preprocess='config' overrides it."""
+    import pandas as pd
+
+    import dermino
+    from dermino.data.manifest import conform
+    from dermino.features import extract_embeddings
+    from dermino.models import create
+    from dermino.models.registry import tiny_overrides
+
+    model = create("dinov3_vits16", **tiny_overrides("dinov3_vits16"))  # dynamic input size: 256 px works
+    df = conform(pd.DataFrame({"image": [str(IMAGE)]}))
+    emb = extract_embeddings(model, df, EmbedConfig(cache_dir=str(tmp_path), pool="auto"), progress=False)
+    assert emb.meta["preprocessing"] == CARDS["dinov3_vits16"].preprocess.params()
+    assert emb.meta["transform"]["image_size"] == 256 and emb.meta["pool"] == "cls"
+    m = dermino.load("dinov3_vits16", **tiny_overrides("dinov3_vits16"))
+    assert m.config["preprocessing"]["image_size"] == 256 and m.transform.image_size == 256
+    forced = dermino.load("dinov3_vits16", image_size=64, **tiny_overrides("dinov3_vits16"))
+    assert forced.transform.image_size == 64
+    kept = dermino.load("dinov3_vits16", image_size=64, preprocess="model", **tiny_overrides("dinov3_vits16"))
+    assert kept.transform.image_size == 256

@@ -95,13 +95,16 @@ class Model:
 
 
 def load(name_or_path: str | Path, weights: str | Path | None = None, *, backbone: str | None = None,
-         image_size: int | None = None, device: str = "cpu", **overrides: Any) -> Model:
+         image_size: int | None = None, device: str = "cpu", preprocess: str | None = None,
+         **overrides: Any) -> Model:
     """A ready-to-use ``Model``: registered name, ``prefix:name``, export folder, or weights file.
 
     ``weights`` is a local checkpoint for a registered name; for a bare weights file pass the
     architecture as ``backbone=``. ``overrides`` go to the backbone constructor (e.g. ``depth=2``).
     ``image_size``: None uses a baseline's own published preprocessing (``model.preprocess``:
-    resolution, resize rule, crop, mean/std) and 224 for the rest; a number forces that size.
+    resolution, resize rule, crop, mean/std) and 224 for the rest; a number forces that size
+    unless ``preprocess="model"`` says a baseline's own record still wins (``dermino embed``
+    passes its EmbedConfig's ``image_size`` and ``preprocess`` this way).
     """
     path = Path(str(name_or_path))
     if path.is_dir():
@@ -116,7 +119,9 @@ def load(name_or_path: str | Path, weights: str | Path | None = None, *, backbon
     else:
         name = str(name_or_path)
         model = create(name, weights=str(weights) if weights else None, **overrides)
-    ecfg = EmbedConfig(image_size=image_size or 224, preprocess="model" if image_size is None else "config")
+    if preprocess is None:
+        preprocess = "model" if image_size is None else "config"
+    ecfg = EmbedConfig(image_size=image_size or 224, preprocess=preprocess)
     transform = eval_transform(model, ecfg)
     config = {
         "name": name, "weights": str(weights) if weights else None,
