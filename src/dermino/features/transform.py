@@ -45,6 +45,21 @@ class EvalTransform:
     def params(self) -> dict:
         return asdict(self)
 
+    def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The box of an original ``(w, h)`` image (left, top, right, bottom) that the crop covers,
+        with torchvision's arithmetic (``Resize(int)`` truncates the longer side; the crop offset rounds)."""
+        w, h = size
+        if self.resize_mode == "squash":
+            nw = nh = self.resize
+        elif w <= h:
+            nw, nh = self.resize, int(self.resize * h / w)
+        else:
+            nw, nh = int(self.resize * w / h), self.resize
+        s = self.image_size
+        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+        sx, sy = nw / w, nh / h
+        return left / sx, top / sy, (left + s) / sx, (top + s) / sy
+
 
 def model_preprocess(model: torch.nn.Module) -> dict | None:
     """The model's own published preprocessing as a dict, or None (dermino ViTs, ``timm:`` ...)."""
