@@ -292,7 +292,8 @@ def dermlip_vit_b16(**kw) -> OpenCLIPBaseline:
     hub_id="hf-hub:xieji-x/MAKE", download="https://huggingface.co/xieji-x/MAKE (or MAKE.pt, SiyuanYan1/MAKE)",
     files=("open_clip_model.safetensors", "MAKE.pt"), licence="MIT (SiyuanYan1/MAKE repository)",
     paper="Yan et al. 2025, MICCAI (MAKE)", text_tower=True, preprocess=DERMLIP_PREPROCESS,
-    text_note="open_clip CLIP BPE tokenizer; template 'This is a skin image of {}'",
+    text_note="open_clip CLIP BPE tokenizer; template 'This is a skin image of {}' (DermLIP's, same authors; "
+              "MAKE's own zero-shot prompts come from its data/*.csv files)",
     note="MAKE.pt is an open_clip training checkpoint ({'state_dict': {'module.…'}}), unwrapped on load",
 ), tiny=_b16_tiny())
 def make_vit_b16(**kw) -> OpenCLIPBaseline:
