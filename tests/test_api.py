@@ -77,10 +77,19 @@ def test_api_export_and_every_baseline(ph2, tmp_path):
     with torch.inference_mode():
         ref = model(x).numpy()
     np.testing.assert_allclose(loaded.embed(paths[0]), ref, atol=1e-5)
+
+
+@pytest.mark.slow  # builds every registered backbone (about 40 s on 2 cores); tests/test_backbone.py has the fast smoke
+def test_api_loads_every_baseline(ph2):
+    _, _, paths = ph2
     for name in list_backbones():
-        m = dermino.load(name, image_size=28 if tiny_overrides(name) else 56, **tiny_overrides(name))
-        feats = m.embed(paths[:2])
+        tiny = tiny_overrides(name)  # a 2 x 2 patch grid at the tiny size (patch 14 or 16)
+        size = tiny.get("img_size") or tiny.get("vision", {}).get("image_size") or (28 if tiny else 56)
+        m = dermino.load(name, image_size=size, **tiny)
+        feats = m.embed(paths[:2], pool="cls")
         assert feats.shape == (2, m.config["embed_dim"]) and np.isfinite(feats).all(), name
+        if m.config["preprocessing"] and m.config["preprocessing"]["pool"] == "proj":  # pool 'auto' = the joint embedding
+            assert m.embed(paths[:1]).shape[1] == m.backbone.forward_features(m._batch(paths[:1]))["proj"].shape[1]
 
 
 def readme_example() -> str:

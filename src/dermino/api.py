@@ -19,7 +19,15 @@ import torch
 from PIL import Image
 
 from dermino.data.images import read_rgb, to_rgb
-from dermino.features import POOLS, EmbedConfig, EvalTransform, eval_transform, pool_features
+from dermino.features import (
+    POOLS,
+    EmbedConfig,
+    EvalTransform,
+    eval_transform,
+    model_preprocess,
+    pool_features,
+    resolve_pool,
+)
 from dermino.models import create, load_exported
 
 ImageLike = str | Path | Image.Image | torch.Tensor
@@ -54,12 +62,15 @@ class Model:
                 raise TypeError(f"image {i}: expected a path, PIL image or tensor, got {type(item).__name__}")
         return torch.stack(out)
 
-    def embed(self, images: ImageLike | Iterable[ImageLike], pool: str = "cls", batch_size: int = 32) -> np.ndarray:
+    def embed(self, images: ImageLike | Iterable[ImageLike], pool: str = "auto", batch_size: int = 32) -> np.ndarray:
         """Features of ``images`` (paths, PIL images or transformed (C, H, W) tensors; a
         (B, C, H, W) tensor is a batch). ``pool``: ``cls`` / ``mean`` / ``cls+mean`` -> (N, D),
-        ``patch`` -> (N, P, D) patch tokens in raster order (grid = image_size / patch_size)."""
+        ``patch`` -> (N, P, D) patch tokens in raster order (grid = image_size / patch_size);
+        ``auto`` (default): the feature the model's publisher reports (``proj`` for a
+        vision-language baseline), else ``cls``."""
         if pool not in API_POOLS:
             raise ValueError(f"pool must be one of {API_POOLS}, got {pool!r}")
+        pool = resolve_pool(self.backbone, pool)
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             items: list[ImageLike] = list(images)
         elif isinstance(images, str | Path | Image.Image | torch.Tensor):
@@ -84,11 +95,16 @@ class Model:
 
 
 def load(name_or_path: str | Path, weights: str | Path | None = None, *, backbone: str | None = None,
-         image_size: int = 224, device: str = "cpu", **overrides: Any) -> Model:
+         image_size: int | None = None, device: str = "cpu", preprocess: str | None = None,
+         **overrides: Any) -> Model:
     """A ready-to-use ``Model``: registered name, ``prefix:name``, export folder, or weights file.
 
     ``weights`` is a local checkpoint for a registered name; for a bare weights file pass the
     architecture as ``backbone=``. ``overrides`` go to the backbone constructor (e.g. ``depth=2``).
+    ``image_size``: None uses a baseline's own published preprocessing (``model.preprocess``:
+    resolution, resize rule, crop, mean/std) and 224 for the rest; a number forces that size
+    unless ``preprocess="model"`` says a baseline's own record still wins (``dermino embed``
+    passes its EmbedConfig's ``image_size`` and ``preprocess`` this way).
     """
     path = Path(str(name_or_path))
     if path.is_dir():
@@ -103,11 +119,14 @@ def load(name_or_path: str | Path, weights: str | Path | None = None, *, backbon
     else:
         name = str(name_or_path)
         model = create(name, weights=str(weights) if weights else None, **overrides)
-    transform = eval_transform(model, EmbedConfig(image_size=image_size))
+    if preprocess is None:
+        preprocess = "model" if image_size is None else "config"
+    ecfg = EmbedConfig(image_size=image_size or 224, preprocess=preprocess)
+    transform = eval_transform(model, ecfg)
     config = {
         "name": name, "weights": str(weights) if weights else None,
         "embed_dim": int(getattr(model, "embed_dim", 0) or 0),
-        "patch_size": getattr(model, "patch_size", None), "image_size": image_size,
-        "transform": transform.params(), "overrides": dict(overrides),
+        "patch_size": getattr(model, "patch_size", None), "image_size": transform.image_size,
+        "transform": transform.params(), "preprocessing": model_preprocess(model), "overrides": dict(overrides),
     }
     return Model(model, transform, config, device)

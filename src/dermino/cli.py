@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "knowledge": "knowledge",
     "pretrain": "pretrain",
     "embed": "embed",
+    "backbones": "backbones",
     "maps": "maps",
     "evaluate": "evaluate",
     "compare": "compare",

@@ -52,9 +52,14 @@ def test_rollout_over_depth_is_a_distribution():
 
 def test_crop_box_golden_and_overlay_size():
     t = EvalTransform(56, 56, (0.5,) * 3, (0.5,) * 3)
-    # 200x150 -> 75x56, crop 56 from x=9: in original pixels x from 24 to 173.3, full height
+    # 200x150 -> 74x56 (torchvision's Resize truncates 74.67), crop 56 from x=round(9.0)=9:
+    # in original pixels x from 9/0.37 = 24.32 to 65/0.37 = 175.68, full height
     left, top, right, bottom = crop_box(t, (200, 150))
-    assert (left, top, bottom) == (24.0, 0.0, 150.0) and right == pytest.approx(173.333, abs=1e-3)
+    assert (top, bottom) == (0.0, 150.0)
+    assert left == pytest.approx(24.324, abs=1e-3) and right == pytest.approx(175.676, abs=1e-3)
+    # squash: the whole image is the crop
+    squash = EvalTransform(56, 56, (0.5,) * 3, (0.5,) * 3, "bicubic", "squash").crop_box((200, 150))
+    assert squash == pytest.approx((0, 0, 200, 150))
     image = read_rgb(ham_images(1)[0])
     ov = overlay(image, np.arange(16.0).reshape(4, 4), (left, top, right, bottom))
     assert ov.size == image.size

@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
             np.save(fh, emb.features)
     print(json.dumps({"cache": str(emb.path), "key": emb.key, "rows": len(emb.features),
                       "dim": int(emb.features.shape[1]), "computed_rows": emb.computed_rows,
-                      "transform": emb.meta["transform"]}, indent=2))
+                      "transform": emb.meta["transform"], "preprocessing": emb.meta.get("preprocessing")},
+                     indent=2))
     return 0
 
 
@@ -71,7 +72,8 @@ def _run_patch(args: argparse.Namespace, cfg, df, kwargs: dict) -> int:
 
     if not args.out:
         raise ValueError("--patch needs --out FILE.npy (patch features are large and not cached)")
-    model = load(args.backbone, weights=args.weights, image_size=cfg.image_size, device=cfg.device, **kwargs)
+    model = load(args.backbone, weights=args.weights, image_size=cfg.image_size, device=cfg.device,
+                 preprocess=cfg.preprocess, **kwargs)
     paths = image_paths(df)
     first = model.embed(paths[:1], pool="patch")
     out = Path(args.out)
@@ -84,7 +86,7 @@ def _run_patch(args: argparse.Namespace, cfg, df, kwargs: dict) -> int:
     del arr
     tmp.replace(out)
     ps = model.config["patch_size"] or 1
-    side = cfg.image_size // ps
+    side = model.transform.image_size // ps  # a baseline's own resolution when it has one
     info = {"out": str(out), "rows": len(paths), "patches": int(first.shape[1]), "dim": int(first.shape[2]),
             "grid": [side, side] if side * side == first.shape[1] else None,
             "transform": model.config["transform"]}

@@ -239,6 +239,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
             task = EvalTask(emb.features, ds.y, ds.split, ds.class_names, ds.groups)
             common = {
                 "dataset": asdict(spec), "embed": to_dict(cfg.embed), "embedding_key": emb.key,
+                "transform": emb.meta["transform"], "preprocessing": emb.meta.get("preprocessing"),
                 "backbone": asdict(bb), "seed": cfg.seed, "bootstrap": cfg.bootstrap,
                 "n": {s: int((ds.split == s).sum()) for s in ("train", "val", "test")},
                 "ci": "percentile bootstrap, 95 %",

@@ -17,10 +17,10 @@ from dermino.features.config import POOLS, EmbedConfig
 from dermino.features.extract import Embeddings, extract_embeddings, image_paths
 from dermino.features.memory import MemoryTier, memory_tier
 from dermino.features.pooling import pool_features
-from dermino.features.transform import EvalTransform, eval_transform
+from dermino.features.transform import EvalTransform, eval_transform, model_preprocess, resolve_pool
 
 __all__ = [
     "CACHE_VERSION", "POOLS", "EmbedConfig", "Embeddings", "EvalTransform", "MemoryTier", "cache_key",
-    "eval_transform", "extract_embeddings", "file_hash", "image_paths", "memory_tier", "model_hash",
-    "pool_features", "resolve_cache_dir", "rows_hash",
+    "eval_transform", "extract_embeddings", "file_hash", "image_paths", "memory_tier", "model_hash", "model_preprocess",
+    "pool_features", "resolve_cache_dir", "resolve_pool", "rows_hash",
 ]

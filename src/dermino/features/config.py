@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from dermino.config import AtLeast1, Device
 
-POOLS = ("cls", "mean", "cls+mean", "proj")
+POOLS = ("cls", "mean", "cls+mean", "proj", "auto")
 
 
 @dataclass
@@ -17,7 +17,11 @@ class EmbedConfig:
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     # mean: of patch tokens; cls+mean: concatenated; proj: the image embedding a vision-language
     # model scores against its text tower (the model's own retrieval projection)
-    pool: Literal["cls", "mean", "cls+mean", "proj"] = "cls"
+    # auto: the feature the model's publisher reports (a baseline's ``preprocess.pool``), else cls
+    pool: Literal["cls", "mean", "cls+mean", "proj", "auto"] = "cls"
+    # model: a baseline with its own published preprocessing (models/preprocess.py) gets exactly
+    # that (its resolution, resize rule, crop, mean/std); config: image_size/resize/interpolation here
+    preprocess: Literal["model", "config"] = "model"
     batch_size: Annotated[int, AtLeast1] = 64
     num_workers: int = 0
     chunk_size: Annotated[int, AtLeast1] = 1024  # rows per cached chunk (a crash loses at most one)

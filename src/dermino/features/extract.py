@@ -31,7 +31,7 @@ from dermino.data.manifest import resolve
 from dermino.features.cache import CACHE_VERSION, cache_key, model_hash, resolve_cache_dir, rows_hash
 from dermino.features.config import POOLS, EmbedConfig
 from dermino.features.pooling import pool_features
-from dermino.features.transform import EvalTransform, eval_transform
+from dermino.features.transform import EvalTransform, eval_transform, model_preprocess, resolve_pool
 from dermino.files import atomic_path
 from dermino.progress import tqdm
 
@@ -93,6 +93,11 @@ def extract_embeddings(
     if len(df) == 0:
         raise ValueError("extract_embeddings: the manifest has no rows")
     transform = eval_transform(model, cfg)
+    pool = resolve_pool(model, cfg.pool)
+    if pool != cfg.pool:  # key and compute with the concrete pooling ('auto' -> the model's own)
+        from dataclasses import replace
+
+        cfg = replace(cfg, pool=pool)
     paths = image_paths(df)
     model_id = model_hash(model, weights)
     rows_id = rows_hash(paths)
@@ -114,6 +119,7 @@ def extract_embeddings(
         "version": CACHE_VERSION, "model_name": model_name, "model": model_id, "rows": rows_id,
         "n_rows": len(paths), "chunk_size": cfg.chunk_size, "pool": cfg.pool,
         "transform": transform.params(), "weights": str(weights) if weights else None,
+        "preprocessing": model_preprocess(model),
     }
     meta_path = folder / "meta.json"
     if meta_path.exists():

@@ -18,6 +18,8 @@ def pool_features(out: object, pool: str) -> torch.Tensor:
         return out
     if not isinstance(out, dict) or "cls" not in out:
         raise TypeError("forward_features must return a tensor or a dict with 'cls' (and 'patch')")
+    if pool == "auto":
+        raise ValueError("pool='auto' is resolved against the model first (features.transform.resolve_pool)")
     if pool == "cls":
         return out["cls"]
     if pool == "proj":

@@ -1,12 +1,14 @@
 """Backbones (timm ViTs with a mask token), projection heads and weight loading.
 
-Importing the package registers every backbone (backbone.py: dermino ViTs; baselines.py: DINOv2,
-timm, torchvision, OpenCLIP) in the leaf registry, then ``create`` builds any of them by name.
+Importing the package registers every backbone (backbone.py: dermino ViTs; baselines/: the
+comparators, one file per library family, each with its published preprocessing record
+(preprocess.py) and model card) in the leaf registry, then ``create`` builds any of them by name.
 """
 
 from dermino.models import backbone, baselines  # noqa: F401  (they register their backbones)
 from dermino.models.factory import create
 from dermino.models.heads import DINOHead, HeadConfig, IBOTHead, build_heads
+from dermino.models.preprocess import Preprocess
 from dermino.models.registry import list_backbones, register
 from dermino.models.weights import (
     WeightsError,
@@ -21,6 +23,7 @@ __all__ = [
     "DINOHead",
     "HeadConfig",
     "IBOTHead",
+    "Preprocess",
     "WeightsError",
     "build_heads",
     "create",

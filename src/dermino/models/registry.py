@@ -3,7 +3,7 @@
 As in timm, model modules register themselves when imported (``@register("name")``) and the
 package ``dermino.models`` imports them all, so ``dermino.models.create`` (models/factory.py)
 sees every name. Keeping the table here, apart from any model, is what lets backbone.py,
-baselines.py, weights.py and factory.py import each other in one direction only.
+baselines/, weights.py and factory.py import each other in one direction only.
 """
 
 from __future__ import annotations

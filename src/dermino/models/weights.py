@@ -78,13 +78,36 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):  # MedImageInsight ships safetensors as .pt
         return load_file(str(path))
+    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: code, not data
+        raise WeightsError(f"{path} is a TorchScript archive (code, e.g. OpenAI's CLIP .pt files); "
+                           "use the publisher's state-dict file (open_clip / Hugging Face hub) instead")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle with arbitrary objects, truncated file, ...
         raise WeightsError(f"cannot read checkpoint {path}: {e}") from e
     return unwrap_state_dict(obj, str(path))
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file whatever its name: 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= path.stat().st_size - 8
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip checkpoint holding compiled code (``*/code/`` or ``constants.pkl``): TorchScript."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n or n.endswith("/constants.pkl") for n in z.namelist())
 
 
 def unwrap_state_dict(obj: object, source: str = "<state dict>") -> dict[str, Tensor]:

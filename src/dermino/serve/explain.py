@@ -84,13 +84,7 @@ def select_map(maps: dict[str, torch.Tensor], method: Method, head: int | None =
 
 def crop_box(transform: EvalTransform, size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The box of the original image (left, top, right, bottom) that the centre crop covers."""
-    w, h = size
-    scale = transform.resize / min(w, h)
-    nw, nh = max(transform.image_size, round(w * scale)), max(transform.image_size, round(h * scale))
-    sx, sy = nw / w, nh / h
-    left, top = (nw - transform.image_size) // 2, (nh - transform.image_size) // 2
-    s = transform.image_size
-    return left / sx, top / sy, (left + s) / sx, (top + s) / sy
+    return transform.crop_box(size)
 
 
 def overlay(image: Image.Image, heat: np.ndarray, box: tuple[float, float, float, float] | None = None,
