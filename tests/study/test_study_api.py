@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from _study_fixtures import make_study
+from _study_fixtures import BACKENDS, database, make_study
 from dermino.study.app import create_study_app
-from dermino.study.db import current_revision, make_engine
+from dermino.study.db import current_revision, make_engine, study_url
 from dermino.study.store import StudyStore
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    made = make_study(tmp_path_factory.mktemp("study"), n_cases=4)
-    store = StudyStore(made.folder)
-    return made, store, TestClient(create_study_app(store))
+@pytest.fixture(scope="module", params=BACKENDS)
+def study(request, tmp_path_factory):
+    """The same study on SQLite and on a real PostgreSQL server: every test below runs on both."""
+    with database(request.param) as url:
+        made = make_study(tmp_path_factory.mktemp("study"), n_cases=4, db_url=url)
+        store = StudyStore(made.folder)
+        yield made, store, TestClient(create_study_app(store))
 
 
 def H(made, who):  # noqa: N802
@@ -37,12 +37,19 @@ def test_setup_folder_database_and_links(study):
     assert store.n_cases == 4 and made.folder.joinpath("links.csv").stat().st_mode & 0o777 == 0o600
     links = pd.read_csv(made.folder / "links.csv")
     assert set(links["name"].dropna()) == {"alice", "bob"}
-    with sqlite3.connect(made.folder / "study.db") as con:
-        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
-        hashes = [r[0] for r in con.execute("select token_hash from reader")]
-        cases = con.execute("select image, truth, ai from 'case'").fetchall()
+    url = study_url(made.folder)
+    engine = make_engine(url)
+    with engine.connect() as con:
+        if url.startswith("sqlite"):
+            assert url == f"sqlite:///{(made.folder / 'study.db').resolve()}"
+            assert con.exec_driver_sql("pragma journal_mode").fetchone()[0] == "wal"
+        else:  # the folder holds no database of its own
+            assert url.startswith("postgresql") and not (made.folder / "study.db").exists()
+        hashes = [r[0] for r in con.exec_driver_sql("select token_hash from reader")]
+        cases = con.exec_driver_sql('select image, truth, ai from "case"').fetchall()
     assert made.reader_tokens["alice"] not in hashes and len(hashes[0]) == 64  # digests only
-    assert current_revision(make_engine(f"sqlite:///{made.folder / 'study.db'}")) == "0001"
+    assert current_revision(engine) == "0001"
+    engine.dispose()
     assert all((made.folder / img).is_file() for img, _, _ in cases)
     # label space = the cases' diagnoses; AI help precomputed, never the case itself among similar cases
     assert store.labels == sorted({t for _, t, _ in cases})
@@ -167,3 +174,20 @@ def test_study_mounts_into_the_diagnosis_service(study):
         assert c.get("/study/api/me", headers=H(made, "bob")).json()["name"] == "bob"
         assert c.get("/study/api/me").status_code == 401
         assert c.get("/health").status_code == 200
+
+
+def test_postgres_password_can_stay_out_of_the_url(tmp_path, monkeypatch):
+    """The documented recipe: a URL without the password, libpq reads PGPASSWORD."""
+    with database("postgresql") as url:
+        from sqlalchemy.engine import make_url
+
+        full = make_url(url)
+        if not full.password:
+            pytest.skip("the test server's URL has no password to move")
+        monkeypatch.setenv("PGPASSWORD", full.password)
+        bare = full.set(password=None).render_as_string(hide_password=False)
+        made = make_study(tmp_path, n_cases=2, db_url=bare)
+        import json
+
+        assert make_url(json.loads((made.folder / "study.json").read_text())["db_url"]).password is None
+        assert StudyStore(made.folder).n_cases == 2

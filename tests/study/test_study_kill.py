@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from _net import free_port
-from _study_fixtures import make_study
+from _study_fixtures import BACKENDS, database, make_study
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -36,8 +36,14 @@ def start(folder: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_sigkill_loses_nothing_and_reader_resumes(tmp_path):
-    made = make_study(tmp_path, n_cases=4, index=False)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_loses_nothing_and_reader_resumes(tmp_path, backend):
+    """On SQLite and on a real PostgreSQL server."""
+    with database(backend) as db_url:
+        _kill_and_resume(tmp_path, make_study(tmp_path, n_cases=4, index=False, db_url=db_url))
+
+
+def _kill_and_resume(tmp_path: Path, made) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/study/api"
     h = {"X-Study-Token": made.reader_tokens["alice"]}
