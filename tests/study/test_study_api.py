@@ -185,7 +185,7 @@ def test_postgres_password_can_stay_out_of_the_url(tmp_path, monkeypatch):
         if not full.password:
             pytest.skip("the test server's URL has no password to move")
         monkeypatch.setenv("PGPASSWORD", full.password)
-        bare = full.set(password=None).render_as_string(hide_password=False)
+        bare = full._replace(password=None).render_as_string(hide_password=False)
         made = make_study(tmp_path, n_cases=2, db_url=bare)
         import json
 
