@@ -121,3 +121,39 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+# ---------------------------------------------------------------------------- the script skeleton
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every benchmark has: ``--threads`` (default 1: honest timings on a shared
+    machine) and ``--out`` (the JSON file, default benchmarks/results/<script>.json)."""
+    ap = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--out", default="", help="result JSON (default benchmarks/results/<script>.json)")
+    return ap
+
+
+def start(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` before anything is timed."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """Rows as a fixed-width table; ``columns`` are (key, header, format spec such as '7.2f')."""
+    widths = [max(len(header), len(format(rows[0][key], spec)) if rows else 0) for key, header, spec in columns]
+    lines = [" ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True))]
+    for r in rows:
+        lines.append(" ".join(format(r[k], s).rjust(w) for (k, _, s), w in zip(columns, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def report(script: str, args: argparse.Namespace, title: str, rows: list[dict[str, Any]],
+           columns: list[tuple[str, str, str]], **extra: Any) -> Path:
+    """Print the title (with threads and load), the table, and write the JSON result file."""
+    print(f"{title}; {args.threads} thread(s), load {load_average()}")
+    print(format_table(rows, columns))
+    out = Path(args.out) if args.out else RESULTS / f"{Path(script).stem}.json"
+    params = {k: v for k, v in vars(args).items() if k != "out"}
+    return write_json({**params, **extra, "load": load_average(), "results": rows}, out)

@@ -115,7 +115,7 @@ def snapshot(run_dir: Path) -> tuple[Path, int]:
     import torch
 
     from dermino.knowledge.encoder import load_text_encoder
-    from dermino.losses.knowledge_heads import HEAD_FILE, build_knowledge_head, save_head
+    from dermino.models.knowledge_heads import HEAD_FILE, build_knowledge_head, save_head
     from dermino.pretrain import checkpoint as ckpt
 
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints")

@@ -23,6 +23,15 @@ def _restore_threads():
 
 
 @pytest.fixture(scope="session")
+def bundled_manifests(tmp_path_factory) -> dict[str, Path]:
+    """Manifests of the bundled sample (HAM10000, PH2, ISIC 2017 subsets), written once a session;
+    tests read them and never write into their folder."""
+    from dermino.data.sample import sample_manifests
+
+    return sample_manifests(tmp_path_factory.mktemp("bundled_manifests"))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The full public datasets beside the repo (../shared/data); skip when absent."""
     if not SHARED_DATA.is_dir():

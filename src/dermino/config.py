@@ -7,7 +7,9 @@ patch it. Unknown keys are an error, so a typo in a config never silently does n
 Value checks are declared where the field is, and run once, by :func:`check_config`, when a
 config loads: ``base_lr: Annotated[float, Positive] = 2e-3`` or
 ``precision: Literal["fp32", "bf16", "fp16"] = "bf16"``. A new field gets its check by its
-annotation alone (see docs/architecture.md, "Configs").
+annotation alone (see docs/architecture.md, "Configs"). A check that involves several fields
+of one config is a :class:`Rule` in the class's ``RULES``; it runs in the same pass. Configs
+built in code rather than loaded call ``cfg.validate()`` (:class:`Checked`), the same checks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +84,26 @@ class NonEmpty:
 
     def problem(self, value: Any) -> str | None:
         return "must not be empty" if isinstance(value, str | list | tuple) and not value else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A check across the fields of one config, declared on its class:
+
+    ``RULES: ClassVar[tuple[Rule, ...]] = (Rule(lambda c: c.min_lr <= c.base_lr, "min_lr={c.min_lr} must be <= base_lr"),)``
+
+    ``message`` is formatted with the config as ``c``.
+    """
+
+    holds: Callable[[Any], bool]
+    message: str
+
+
+class Checked:
+    """Mixin for configs also built in code: ``cfg.validate()`` runs the declared checks and rules."""
+
+    def validate(self) -> None:
+        check_config(self, type(self).__name__)
 
 
 # the usual ranges, by meaning
@@ -232,6 +255,10 @@ def config_problems(cfg: Any, where: str = "") -> list[str]:
             for i, item in enumerate(value):
                 if dataclasses.is_dataclass(item):
                     problems += config_problems(item, f"{key}[{i}]")
+    if not problems:  # rules may read any field, so they run once the fields themselves are sound
+        for rule in getattr(type(cfg), "RULES", ()):
+            if not rule.holds(cfg):
+                problems.append(f"{where or type(cfg).__name__}: {rule.message.format(c=cfg)}")
     return problems
 
 

@@ -7,54 +7,45 @@ and a frozen LM with LoRA. Paths are relative to the working directory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
 
 from dermino.caption.model import CaptionerSpec
+from dermino.config import AtLeast1, Checked, Device, NonEmpty, NonNegative, Range, Rule
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
-class CaptionConfig:
-    manifests: list[str] = field(default_factory=list)  # manifests with a filled caption column
+class CaptionConfig(Checked):
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.epochs > 0 or c.max_steps > 0, "epochs or max_steps must be > 0"),
+    )
+
+    # manifests with a filled caption column (required)
+    manifests: Annotated[list[str], NonEmpty()] = field(default_factory=list)
     model: CaptionerSpec = field(default_factory=CaptionerSpec)
     encoder_weights: str | None = None  # local dermino/DINOv2/timm checkpoint; None = random init
-    image_size: int = 224  # center-crop side fed to the encoder (multiple of its patch size)
+    image_size: Annotated[int, AtLeast1] = 224  # center-crop side fed to the encoder (multiple of its patch size)
     out: str = "runs/caption"
-    epochs: float = 2.0
-    max_steps: int = 0  # stop after this many optimizer steps (0 = the epochs decide)
-    batch_size: int = 8
-    projector_lr: float = 4e-4
-    lora_lr: float = 8e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    max_caption_tokens: int = 96
-    max_new_tokens: int = 64
-    num_beams: int = 1
+    epochs: Annotated[float, NonNegative] = 2.0
+    max_steps: Annotated[int, NonNegative] = 0  # stop after this many optimizer steps (0 = the epochs decide)
+    batch_size: Annotated[int, AtLeast1] = 8
+    projector_lr: Annotated[float, NonNegative] = 4e-4
+    lora_lr: Annotated[float, NonNegative] = 8e-5
+    weight_decay: Annotated[float, NonNegative] = 0.0
+    warmup_steps: Annotated[int, NonNegative] = 0
+    grad_clip: Annotated[float, NonNegative] = 1.0
+    max_caption_tokens: Annotated[int, Range(ge=2)] = 96
+    max_new_tokens: Annotated[int, AtLeast1] = 64
+    num_beams: Annotated[int, AtLeast1] = 1
     train_split: str = "train"
     test_split: str = "test"
-    max_train: int = 0  # first N training pairs after a seeded shuffle (0 = all)
-    max_test: int = 0
-    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    device: str = "auto"
+    max_train: Annotated[int, NonNegative] = 0  # first N training pairs after a seeded shuffle (0 = all)
+    max_test: Annotated[int, NonNegative] = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: Annotated[str, Device()] = "auto"
     seed: int = 0
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, NonNegative] = 1000
     meteor: bool = True  # needs a Java runtime; skipped (and said so in the results) without one
-    log_every: int = 10
+    log_every: Annotated[int, AtLeast1] = 10
     progress: bool = True
-
-    def validate(self) -> None:
-        self.model.validate()
-        if not self.manifests:
-            raise ValueError("caption config: 'manifests' is required (manifests with a caption column)")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"caption config: precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("caption config: epochs or max_steps must be > 0")
-        if self.batch_size < 1 or self.image_size < 1 or self.max_caption_tokens < 2 or self.max_new_tokens < 1:
-            raise ValueError("caption config: batch_size, image_size, max_new_tokens must be >= 1, "
-                             "max_caption_tokens >= 2")
-        if self.projector_lr < 0 or self.lora_lr < 0:
-            raise ValueError("caption config: learning rates must be >= 0")
-        if self.num_beams < 1:
-            raise ValueError(f"caption config: num_beams must be >= 1, got {self.num_beams}")

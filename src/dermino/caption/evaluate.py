@@ -21,7 +21,7 @@ import numpy as np
 
 from dermino.caption.clinical import CRITERIA, clinical_scores, stated_criteria, true_criteria_ph2
 from dermino.caption.data import CaptionExample
-from dermino.caption.metrics import bleu, caption_scores, sacrebleu_corpus
+from dermino.caption.metrics import bleu_tokenized, caption_scores, coco_inputs, sacrebleu_corpus
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.results import Metric, Result, result_filename, write_result
 
@@ -52,9 +52,12 @@ def score_captions(
             m.value = value
         return m
 
+    gts, res, _ = coco_inputs(generated, refs)  # tokenized once for every bootstrap resample
     for k in (1, 2, 4):
         def corpus_bleu(rows: np.ndarray, k: int = k) -> float:
-            return bleu(list(gen_arr[rows]), [[r] for r in ref_arr[rows]])[0][k - 1]
+            sub_gts = {j: gts[int(i)] for j, i in enumerate(rows)}
+            sub_res = {j: res[int(i)] for j, i in enumerate(rows)}
+            return bleu_tokenized(sub_gts, sub_res)[0][k - 1]
         metrics[f"bleu{k}"] = bootstrap_ci(corpus_bleu, idx, n_resamples=n_bootstrap, seed=seed)
     for name in ("cider", "rougeL_coco", "rouge1", "rouge2", "rougeL"):
         metrics[name] = mean_ci(scores.per_caption[name], scores.corpus[name])

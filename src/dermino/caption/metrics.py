@@ -2,19 +2,27 @@
 
 Why these three: pycocoevalcap is what captioning papers (and the DermINO paper's SkinCAP
 table) report (BLEU-n, METEOR, ROUGE-L, CIDEr-D); rouge-score is Google's ROUGE-1/2/L;
-sacrebleu is the reproducible corpus BLEU with a signature. Nothing here re-implements a
-metric: only the text normalisation (COCO's: lower case, punctuation dropped) is done in
-Python so that BLEU and CIDEr do not need Java. METEOR 1.5 *is* Java (pycocoevalcap ships the
-jar): without a Java runtime it is skipped, and the results say so.
+sacrebleu is the reproducible corpus BLEU with a signature. Nothing here re-implements a metric.
+
+The COCO numbers are only comparable with published tables after the COCO pipeline's own
+tokenizer, pycocoevalcap's ``PTBTokenizer`` (Stanford CoreNLP's PTB tokenizer, Java): it keeps
+"blue-whitish" and "dots/globules" whole and splits "it's" into "it 's". It is used whenever a
+Java runtime exists (the default, ``tokenizer="auto"``). Without Java a Python approximation
+(:func:`coco_tokenize`: lower case, punctuation removed) is the labelled fallback: it splits
+hyphens, slashes and contractions, which inflates BLEU and CIDEr on dermatology captions, and
+the results record which tokenizer ran. METEOR 1.5 is Java too: without Java it is skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -33,58 +41,110 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def _coco_inputs(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[dict, dict]:
+Tokenizer = Literal["auto", "ptb", "python"]
+PTB = "ptb: pycocoevalcap PTBTokenizer (Java), as in the COCO caption evaluation"
+PYTHON_FALLBACK = ("python fallback (no Java runtime): lower case, punctuation removed; splits hyphens, "
+                   "slashes and contractions, so BLEU/CIDEr are not comparable with published tables")
+
+
+def resolve_tokenizer(tokenizer: Tokenizer = "auto") -> Literal["ptb", "python"]:
+    """``auto``: the standard PTB tokenizer when Java is installed, else the Python fallback."""
+    if tokenizer == "auto":
+        return "ptb" if java_available() else "python"
+    if tokenizer == "ptb" and not java_available():
+        raise RuntimeError("tokenizer='ptb' needs a Java runtime (apt-get install default-jre-headless)")
+    return tokenizer
+
+
+def _ptb_tokenize(texts: dict[int, list[str]]) -> dict[int, list[str]]:
+    """One call of pycocoevalcap's PTBTokenizer (one Java process) for every caption."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a token count
+        return PTBTokenizer().tokenize({i: [{"caption": t} for t in ts] for i, ts in texts.items()})
+
+
+def coco_inputs(candidates: Sequence[str], references: Sequence[Sequence[str]],
+                tokenizer: Tokenizer = "auto") -> tuple[dict, dict, str]:
+    """(references, candidates) tokenized as pycocoevalcap's scorers take them, and the tokenizer used."""
     if len(candidates) != len(references):
         raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
-    res = {i: [coco_tokenize(c)] for i, c in enumerate(candidates)}
-    gts = {i: [coco_tokenize(r) for r in refs] for i, refs in enumerate(references)}
-    for i, refs in gts.items():
+    for i, refs in enumerate(references):
         if not refs:
             raise ValueError(f"caption {i} has no reference")
-    return gts, res
+    kind = resolve_tokenizer(tokenizer)
+    raw_res = {i: [c] for i, c in enumerate(candidates)}
+    raw_gts = {i: list(refs) for i, refs in enumerate(references)}
+    if kind == "ptb":
+        n = len(candidates)
+        both = _ptb_tokenize({**raw_gts, **{n + i: v for i, v in raw_res.items()}})
+        return {i: both[i] for i in raw_gts}, {i: both[n + i] for i in raw_res}, kind
+    return ({i: [coco_tokenize(r) for r in v] for i, v in raw_gts.items()},
+            {i: [coco_tokenize(c) for c in v] for i, v in raw_res.items()}, kind)
 
 
-def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[list[float], list[np.ndarray]]:
-    """pycocoevalcap corpus BLEU-1..4 and the per-caption BLEU-1..4."""
+def bleu_tokenized(gts: dict, res: dict) -> tuple[list[float], list[np.ndarray]]:
+    """BLEU-1..4 of captions already tokenized by :func:`coco_inputs` (a bootstrap tokenizes once)."""
     from pycocoevalcap.bleu.bleu import Bleu
 
-    gts, res = _coco_inputs(candidates, references)
     score, per = Bleu(4).compute_score(gts, res, verbose=0)
     return [float(s) for s in score], [np.asarray(p, dtype=float) for p in per]
 
 
-def cider(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, np.ndarray]:
-    """pycocoevalcap CIDEr-D (document frequencies from this corpus' references, as in COCO)."""
+def _cider(gts: dict, res: dict) -> tuple[float, np.ndarray]:
     from pycocoevalcap.cider.cider import Cider
 
-    gts, res = _coco_inputs(candidates, references)
     score, per = Cider().compute_score(gts, res)
     return float(score), np.asarray(per, dtype=float)
 
 
-def rouge_l_coco(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, np.ndarray]:
-    """pycocoevalcap ROUGE-L (LCS F-measure with beta 1.2, max over references)."""
+def _rouge(gts: dict, res: dict) -> tuple[float, np.ndarray]:
     from pycocoevalcap.rouge.rouge import Rouge
 
-    gts, res = _coco_inputs(candidates, references)
     score, per = Rouge().compute_score(gts, res)
     return float(score), np.asarray(per, dtype=float)
 
 
-def meteor(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, np.ndarray] | None:
-    """pycocoevalcap METEOR 1.5 (Java); None when no Java runtime is installed."""
-    if not java_available():
-        log.warning("METEOR skipped: no Java runtime (install a JRE, e.g. apt-get install default-jre-headless)")
-        return None
+def bleu(candidates: Sequence[str], references: Sequence[Sequence[str]],
+         tokenizer: Tokenizer = "auto") -> tuple[list[float], list[np.ndarray]]:
+    """pycocoevalcap corpus BLEU-1..4 and the per-caption BLEU-1..4."""
+    gts, res, _ = coco_inputs(candidates, references, tokenizer)
+    return bleu_tokenized(gts, res)
+
+
+def cider(candidates: Sequence[str], references: Sequence[Sequence[str]],
+          tokenizer: Tokenizer = "auto") -> tuple[float, np.ndarray]:
+    """pycocoevalcap CIDEr-D (document frequencies from this corpus' references, as in COCO)."""
+    gts, res, _ = coco_inputs(candidates, references, tokenizer)
+    return _cider(gts, res)
+
+
+def rouge_l_coco(candidates: Sequence[str], references: Sequence[Sequence[str]],
+                 tokenizer: Tokenizer = "auto") -> tuple[float, np.ndarray]:
+    """pycocoevalcap ROUGE-L (LCS F-measure with beta 1.2, max over references)."""
+    gts, res, _ = coco_inputs(candidates, references, tokenizer)
+    return _rouge(gts, res)
+
+
+def _meteor(gts: dict, res: dict) -> tuple[float, np.ndarray]:
     from pycocoevalcap.meteor.meteor import Meteor
 
-    gts, res = _coco_inputs(candidates, references)
     scorer = Meteor()
     try:
         score, per = scorer.compute_score(gts, res)
     finally:
         scorer.close() if hasattr(scorer, "close") else None
     return float(score), np.asarray(per, dtype=float)
+
+
+def meteor(candidates: Sequence[str], references: Sequence[Sequence[str]],
+           tokenizer: Tokenizer = "auto") -> tuple[float, np.ndarray] | None:
+    """pycocoevalcap METEOR 1.5 (Java); None when no Java runtime is installed."""
+    if not java_available():
+        log.warning("METEOR skipped: no Java runtime (install a JRE, e.g. apt-get install default-jre-headless)")
+        return None
+    gts, res, _ = coco_inputs(candidates, references, tokenizer)
+    return _meteor(gts, res)
 
 
 def rouge_n(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
@@ -121,24 +181,29 @@ class CaptionScores:
 
 
 def caption_scores(
-    candidates: Sequence[str], references: Sequence[Sequence[str]], use_meteor: bool = True
+    candidates: Sequence[str], references: Sequence[Sequence[str]], use_meteor: bool = True,
+    tokenizer: Tokenizer = "auto",
 ) -> CaptionScores:
-    """Every metric on one corpus; METEOR skipped (and noted) without Java or when ``use_meteor`` is off."""
+    """Every metric on one corpus, tokenized once; ``notes["tokenizer"]`` says which tokenizer ran.
+    METEOR is skipped (and noted) without Java or when ``use_meteor`` is off."""
     corpus: dict[str, float] = {}
     per: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
-    b, bper = bleu(candidates, references)
+    gts, res, kind = coco_inputs(candidates, references, tokenizer)
+    notes["tokenizer"] = PTB if kind == "ptb" else PYTHON_FALLBACK
+    if kind == "python":
+        log.warning("caption metrics: %s", PYTHON_FALLBACK)
+    b, bper = bleu_tokenized(gts, res)
     for n in (1, 2, 4):
         corpus[f"bleu{n}"] = b[n - 1]
         per[f"bleu{n}"] = bper[n - 1]
-    corpus["cider"], per["cider"] = cider(candidates, references)
-    corpus["rougeL_coco"], per["rougeL_coco"] = rouge_l_coco(candidates, references)
+    corpus["cider"], per["cider"] = _cider(gts, res)
+    corpus["rougeL_coco"], per["rougeL_coco"] = _rouge(gts, res)
     for k, v in rouge_n(candidates, references).items():
         corpus[k], per[k] = float(v.mean()), v
     corpus["sacrebleu"], notes["sacrebleu"] = sacrebleu_corpus(candidates, references)
-    met = meteor(candidates, references) if use_meteor else None
-    if met is None:
-        notes["meteor"] = "skipped: " + ("no Java runtime found" if use_meteor else "disabled")
+    if use_meteor and java_available():
+        corpus["meteor"], per["meteor"] = _meteor(gts, res)
     else:
-        corpus["meteor"], per["meteor"] = met
+        notes["meteor"] = "skipped: " + ("no Java runtime found" if use_meteor else "disabled")
     return CaptionScores(corpus, per, notes)

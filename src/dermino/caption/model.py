@@ -18,11 +18,14 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from dermino.config import AtLeast1, Checked
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +35,23 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 @dataclass
-class CaptionerSpec:
+class CaptionerSpec(Checked):
     """Everything needed to rebuild a captioner (saved as captioner.json)."""
 
     encoder: str = "dermino_vit_small_14"
     encoder_overrides: dict = field(default_factory=dict)
     encoder_weights: str | None = None  # where the frozen encoder came from (informative on reload)
     lm: str = "smollm2-135m-instruct"
-    projector: str = "mlp"
-    image_tokens: str = "cls+patch"
-    patch_grid: int = 4
+    projector: Literal["linear", "mlp"] = "mlp"
+    image_tokens: Literal["none", "cls", "patch", "cls+patch"] = "cls+patch"
+    patch_grid: Annotated[int, AtLeast1] = 4
     prompt: str = "Describe the skin lesion in this dermoscopic image."
     chat_template: bool = False  # wrap the prompt in the LM's chat template
-    lora_r: int = 8
+    lora_r: Annotated[int, AtLeast1] = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     max_length: int = 0  # image + prompt + caption tokens; 0 = the LM's context length
-
-    def validate(self) -> None:
-        if self.image_tokens not in IMAGE_TOKENS:
-            raise ValueError(f"image_tokens must be one of {IMAGE_TOKENS}, got {self.image_tokens!r}")
-        if self.projector not in PROJECTORS:
-            raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
-        if self.patch_grid < 1 or self.lora_r < 1:
-            raise ValueError("patch_grid and lora_r must be >= 1")
 
 
 class Projector(nn.Module):

@@ -10,10 +10,9 @@ scaling with a reliability diagram. The test rows are never used to fit or selec
 from __future__ import annotations
 
 import logging
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from dermino.classifier.calibration import (
     softmax,
 )
 from dermino.classifier.model import Classifier, backbone_spec, save_classifier
-from dermino.config import to_dict
+from dermino.config import AtLeast1, Checked, Device, NonEmpty, NonNegative, Positive, Range, to_dict
 from dermino.evaluate.config import DatasetSpec
 from dermino.evaluate.linear import LinearConfig, fit_linear_probe
 from dermino.evaluate.metrics import CLASSIFICATION_METRICS
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Checked):
     manifest: str = ""
     out: str = "runs/classifier"
     backbone: str = "dermino_vit_base_14"
@@ -50,35 +49,19 @@ class ClassifierConfig:
     positive: str = ""  # binary task: this label vs the rest
     test_split: str = "test"
     val_split: str = ""  # '' = carve validation from train by lesion (the default)
-    val_fraction: float = 0.15
-    image_size: int = 224
+    val_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.15
+    image_size: Annotated[int, AtLeast1] = 224
     pool: Literal["cls", "mean", "cls+mean"] = "cls"
-    batch_size: int = 64
-    device: str = "cpu"
+    batch_size: Annotated[int, AtLeast1] = 64
+    device: Annotated[str, Device()] = "cpu"
     cache_dir: str = ".cache/dermino/embeddings"
-    epochs: int = 50
-    lr: float = 5e-3
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
+    epochs: Annotated[int, AtLeast1] = 50
+    lr: Annotated[float, Positive] = 5e-3
+    weight_decays: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
     select_metric: Literal["auroc", "balanced_accuracy", "loss"] = "auroc"
-    n_bins: int = 15
-    n_resamples: int = 1000
+    n_bins: Annotated[int, Range(ge=2)] = 15
+    n_resamples: Annotated[int, NonNegative] = 1000
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Checked at construction and again after CLI overrides (which bypass __init__)."""
-        for key in ("pool", "select_metric"):
-            choices = typing.get_args(typing.get_type_hints(ClassifierConfig)[key])
-            if getattr(self, key) not in choices:
-                raise ValueError(f"classifier config: {key} must be one of {choices}, got {getattr(self, key)!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"classifier config: val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.n_bins < 2 or self.n_resamples < 0 or self.epochs < 1 or self.image_size < 1:
-            raise ValueError("classifier config: n_bins >= 2, n_resamples >= 0, epochs >= 1, image_size >= 1")
-        if not self.weight_decays:
-            raise ValueError("classifier config: weight_decays must not be empty")
 
 
 def train_classifier(cfg: ClassifierConfig, backbone: nn.Module | None = None) -> Path:

@@ -32,8 +32,7 @@ def _train(args: argparse.Namespace) -> int:
     from dermino.classifier.train import ClassifierConfig, train_classifier
 
     flags = {key: getattr(args, key) for key in ("manifest", "backbone", "weights", "out")}
-    cfg = load_config(ClassifierConfig, args.config, args.overrides, flags=flags)
-    cfg.validate()
+    cfg = load_config(ClassifierConfig, args.config, args.overrides, flags=flags)  # runs every declared check
     out = train_classifier(cfg)
     info = json.loads((out / "classifier.json").read_text())
     cal = info["calibration"]

@@ -14,53 +14,62 @@ crops reproducible (the dataset does that per sample, which makes resume exact).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from dermino.config import NonNegative, Probability, Rule, check_config
 from dermino.data.normalisation import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _multiple_of_patch(c: CropsConfig) -> bool:
+    return all(size > 0 and size % c.patch_size == 0 for size in (c.global_size, c.local_size))
+
+
+def _scale_range(scale: tuple[float, float]) -> bool:
+    return len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1
 
 
 @dataclass
 class CropsConfig:
     """Sizes, scales and photometric probabilities of the multi-crop views."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(_multiple_of_patch, "global_size={c.global_size} and local_size={c.local_size} must each be a "
+             "positive multiple of the patch size {c.patch_size}"),
+        Rule(lambda c: _scale_range(c.global_scale), "global_scale={c.global_scale} must satisfy 0 < min <= max <= 1"),
+        Rule(lambda c: _scale_range(c.local_scale), "local_scale={c.local_scale} must satisfy 0 < min <= max <= 1"),
+    )
+
     global_size: int = 224
     local_size: int = 98
-    n_local: int = 8
+    n_local: Annotated[int, NonNegative] = 8
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
     patch_size: int = 14
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
+    flip_p: Annotated[float, Probability] = 0.5
+    jitter_p: Annotated[float, Probability] = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.2
     hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p_global1: float = 1.0
-    blur_p_global2: float = 0.1
-    blur_p_local: float = 0.5
-    solarize_p_global2: float = 0.2
+    grayscale_p: Annotated[float, Probability] = 0.2
+    blur_p_global1: Annotated[float, Probability] = 1.0
+    blur_p_global2: Annotated[float, Probability] = 0.1
+    blur_p_local: Annotated[float, Probability] = 0.5
+    solarize_p_global2: Annotated[float, Probability] = 0.2
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     # where colour jitter / grey / blur / solarise run: "loader" (PIL, per image, in the workers) or
     # "device" (batched on the training device; the loader only crops: ~5x more images/s per core)
-    photometric: str = "loader"
+    photometric: Literal["loader", "device"] = "loader"
 
 
 def _check_sizes(cfg: CropsConfig) -> None:
-    for name in ("global_size", "local_size"):
-        size = getattr(cfg, name)
-        if size <= 0 or size % cfg.patch_size:
-            raise ValueError(f"crops.{name}={size} must be a positive multiple of the patch size {cfg.patch_size}")
-    for name in ("global_scale", "local_scale"):
-        lo, hi = getattr(cfg, name)
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"crops.{name}={(lo, hi)} must satisfy 0 < min <= max <= 1")
-    if cfg.n_local < 0:
-        raise ValueError(f"crops.n_local={cfg.n_local} must be >= 0")
+    """The declared checks of ``cfg`` (crops built in code skip ``load_config``)."""
+    check_config(cfg, "crops")
 
 
 def _blur(p: float) -> v2.Transform:

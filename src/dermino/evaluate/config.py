@@ -7,8 +7,9 @@ config never contains an absolute path and runs from the repository root.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
+from dermino.config import AtLeast1, Checked, NonEmpty, NonNegative, Range, Rule, SubsetOf
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
 from dermino.evaluate.linear import LinearConfig
@@ -28,6 +29,11 @@ class BackboneSpec:
 
 @dataclass
 class DatasetSpec:
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda d: not d.ordinal or (not d.positive and len(d.classes) >= 2),
+             "ordinal needs `classes` listing at least two grades in order (lowest first) and no `positive`"),
+    )
+
     name: str
     manifest: str
     label_column: str = "labels"  # first ';'-separated label is the class
@@ -38,31 +44,44 @@ class DatasetSpec:
     ordinal: bool = False
     test_split: str = "test"  # manifest split used as test (e.g. "val" when test is unlabelled)
     val_split: str = "val"  # manifest split for model selection; "" or absent: carved from train by group
-    val_fraction: float = 0.15
+    val_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.15
     # rows with no split get a grouped, stratified train/test split with this test share
     # (the paper's protocol is 0.5); 0 = use only the manifest's own splits
-    assign_test_fraction: float = 0.0
-    max_train: int = 0  # subsample for quick runs (0 = all)
-    max_test: int = 0
+    assign_test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    max_train: Annotated[int, NonNegative] = 0  # subsample for quick runs (0 = all)
+    max_test: Annotated[int, NonNegative] = 0
 
 
 @dataclass
 class FairnessConfig:
     attributes: list[str] = field(default_factory=lambda: ["sex", "age", "fitzpatrick", "skin_tone"])
-    protocol: str = "linear"  # whose predictions are broken down by group
-    min_group_size: int = 10
+    protocol: Literal["knn", "linear", "fewshot", "zeroshot"] = "linear"  # whose predictions are broken down by group
+    min_group_size: Annotated[int, AtLeast1] = 10
+
+
+def _unique_names(cfg: EvalConfig) -> bool:
+    names = [b.name for b in cfg.backbones]
+    return len(set(names)) == len(names)
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(_unique_names, "backbone names must be unique"),
+        Rule(lambda c: not c.reference or c.reference in [b.name for b in c.backbones],
+             "reference must be the name of one of the backbones"),
+        Rule(lambda c: "fairness" not in c.protocols or c.fairness.protocol in c.protocols,
+             "fairness.protocol must also be in protocols"),
+    )
+
     name: str = "eval"
     out_dir: str = "runs/eval"
-    backbones: list[BackboneSpec] = field(default_factory=list)
-    datasets: list[DatasetSpec] = field(default_factory=list)
-    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    backbones: Annotated[list[BackboneSpec], NonEmpty()] = field(default_factory=list)
+    datasets: Annotated[list[DatasetSpec], NonEmpty()] = field(default_factory=list)
+    protocols: Annotated[list[str], SubsetOf(PROTOCOLS, nonempty=False)] = field(default_factory=lambda: ["knn", "linear"])
     reference: str = ""  # backbone others are compared with (default: the first)
     main_metric: str = "auroc"
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, NonNegative] = 1000
     seed: int = 0
     progress: bool = True
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -71,23 +90,3 @@ class EvalConfig:
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # backbones with an exported knowledge head
-
-    def validate(self) -> None:
-        if not self.backbones:
-            raise ValueError("evaluate config: no backbones listed")
-        if not self.datasets:
-            raise ValueError("evaluate config: no datasets listed")
-        bad = sorted(set(self.protocols) - set(PROTOCOLS))
-        if bad:
-            raise ValueError(f"evaluate config: unknown protocol(s) {bad}; known: {list(PROTOCOLS)}")
-        names = [b.name for b in self.backbones]
-        if len(set(names)) != len(names):
-            raise ValueError(f"evaluate config: backbone names must be unique, got {names}")
-        if self.reference and self.reference not in names:
-            raise ValueError(f"evaluate config: reference {self.reference!r} is not one of {names}")
-        for ds in self.datasets:
-            if ds.ordinal and (ds.positive or len(ds.classes) < 2):
-                raise ValueError(f"dataset {ds.name}: ordinal needs `classes` listing at least two grades in "
-                                 "order (lowest first) and no `positive`")
-        if "fairness" in self.protocols and self.fairness.protocol not in self.protocols:
-            raise ValueError(f"fairness.protocol {self.fairness.protocol!r} must also be in protocols")

@@ -45,7 +45,7 @@ class ZeroShotConfig:
 
 def head_path_for(weights: str | Path | None, head: str = "") -> Path:
     """The head file: ``head`` when given, else knowledge_head.safetensors beside ``weights``."""
-    from dermino.losses.knowledge_heads import HEAD_FILE
+    from dermino.models.knowledge_heads import HEAD_FILE
 
     if head:
         return Path(head)
@@ -101,8 +101,8 @@ def run_zero_shot(
     ``zeroshot`` results JSON (one per backbone, the random-init baseline included)."""
     from dermino.evaluate.metrics import macro_auroc
     from dermino.knowledge.encoder import load_text_encoder
-    from dermino.losses.knowledge_heads import load_head
     from dermino.models import create
+    from dermino.models.knowledge_heads import load_head
 
     path = head_path_for(weights, cfg.head)
     head, info = load_head(path)

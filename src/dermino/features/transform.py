@@ -3,7 +3,7 @@
 The arithmetic is torchvision's own (``transforms.functional.resize`` / ``center_crop`` /
 ``to_tensor`` / ``normalize`` on a PIL image), because that is what open_clip, timm and the
 torchvision weights run: a baseline fed through dermino sees the very pixels its publisher's
-transform produces (tests/test_baselines_preprocess.py checks it against each library).
+transform produces (tests/models/test_baselines_preprocess.py checks it against each library).
 
 A backbone with its own published preprocessing (``model.preprocess``, a
 ``dermino.models.preprocess.Preprocess``) gets exactly that unless the embed config says

@@ -21,11 +21,12 @@ from flwr.serverapp import Grid, ServerApp
 from dermino.federated.config import FederatedConfig, load_federated_config
 from dermino.federated.partitions import class_names, client_names, load_manifests
 from dermino.federated.strategies import build_strategy
-from dermino.federated.task import init_head, load_numpy
+from dermino.federated.task import init_head
 from dermino.federated.trainable import (
     base_reference,
     build_model,
     feature_dim,
+    load_trainable,
     trainable_names,
     trainable_state,
 )
@@ -66,7 +67,7 @@ def load_global(path: str | Path):
     payload = torch.load(path, map_location="cpu", weights_only=True)
     w = payload["state"]["fc.weight"]
     head = init_head(int(w.shape[1]), int(w.shape[0]))
-    load_numpy(head, {k: v.numpy() for k, v in payload["state"].items()})
+    load_trainable(head, {k: v.numpy() for k, v in payload["state"].items()})
     return head, list(payload["classes"]), int(payload["round"])
 
 

@@ -9,6 +9,7 @@ without sharing any statistic of its data (z-scoring with pooled means would lea
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -31,7 +32,7 @@ def features_key(cfg: FederatedConfig) -> tuple:
     return (*backbone_key(cfg), cfg.embed.image_size, cfg.embed.resize, cfg.embed.pool, cfg.embed.interpolation)
 
 
-def preload_features(cfg: FederatedConfig, frame) -> int:
+def _preload_features(cfg: FederatedConfig, frame) -> int:
     """Embed ``frame`` once and remember every image's feature in this process.
 
     A simulation or benchmark that splits the same manifest several ways (by source, by
@@ -79,7 +80,7 @@ def backbone(cfg: FederatedConfig) -> nn.Module:
     return memory_tier().get_or_compute("federated.backbones", backbone_key(cfg), build)
 
 
-def client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
+def _client_features(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
     """Features of every row of ``client`` (preloaded, or from the embedding cache when possible)."""
     bank = memory_tier().bank("federated.features", features_key(cfg))
     images = client.frame["image"].astype(str).tolist()
@@ -150,7 +151,7 @@ def state_to_numpy(head: nn.Module) -> OrderedDict[str, np.ndarray]:
     return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in head.state_dict().items())
 
 
-def load_numpy(head: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Module:
+def _load_arrays(head: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Module:
     """Load named arrays, checking names and shapes (a wrong model is an error, not a silent mix)."""
     state = head.state_dict()
     if set(arrays) != set(state):
@@ -160,3 +161,21 @@ def load_numpy(head: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Module:
             raise ValueError(f"parameter {k}: shape {np.shape(v)} != model {tuple(state[k].shape)}")
     head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
     return head
+
+
+# ---------------------------------------------------------------- deprecated names
+# One API for what a site trains on and loads: dermino.federated.trainable's preload_inputs,
+# site_inputs and load_trainable (they cover the head and every other trainable mode).
+def _deprecated(old: str, new: str, fn):
+    def wrapper(*args, **kwargs):
+        warnings.warn(f"dermino.federated.task.{old} is deprecated: use dermino.federated.trainable.{new}",
+                      DeprecationWarning, stacklevel=2)
+        return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = old, f"Deprecated: use ``dermino.federated.trainable.{new}``."
+    return wrapper
+
+
+preload_features = _deprecated("preload_features", "preload_inputs", _preload_features)
+client_features = _deprecated("client_features", "site_inputs", _client_features)
+load_numpy = _deprecated("load_numpy", "load_trainable", _load_arrays)

@@ -37,7 +37,14 @@ from dermino.features import (
 )
 from dermino.federated.config import LORA_TARGETS, TRAINABLE, FederatedConfig
 from dermino.federated.partitions import ClientData
-from dermino.federated.task import LinearHead, backbone, backbone_key, client_features, init_head
+from dermino.federated.task import (
+    LinearHead,
+    _client_features,
+    _preload_features,
+    backbone,
+    backbone_key,
+    init_head,
+)
 from dermino.progress import tqdm
 
 __all__ = ["LORA_TARGETS", "TRAINABLE", "build_model", "load_full_model", "site_inputs", "trainable_state"]
@@ -193,9 +200,7 @@ def _cached_tokens(cfg: FederatedConfig, paths: list[str], start: int) -> np.nda
 def preload_inputs(cfg: FederatedConfig, frame) -> int:
     """Run the frozen part once for every image of ``frame`` (a process holding many partitions)."""
     if cfg.train.trainable == "head":
-        from dermino.federated.task import preload_features
-
-        return preload_features(cfg, frame)
+        return _preload_features(cfg, frame)
     start = start_block(cfg)
     bank = memory_tier().bank("federated.tokens", _token_key(cfg, start))
     paths = [p for p in dict.fromkeys(frame["image"].astype(str)) if p not in bank]
@@ -207,7 +212,7 @@ def preload_inputs(cfg: FederatedConfig, frame) -> int:
 def site_inputs(cfg: FederatedConfig, client: ClientData) -> np.ndarray:
     """What the trainable part reads for every row of ``client``: features (head) or frozen tokens."""
     if cfg.train.trainable == "head":
-        return client_features(cfg, client)
+        return _client_features(cfg, client)
     preload_inputs(cfg, client.frame)
     bank = memory_tier().bank("federated.tokens", _token_key(cfg, start_block(cfg)))
     return np.stack([bank[p] for p in client.frame["image"].astype(str)])

@@ -37,7 +37,7 @@ from dermino.files import atomic_path
 from dermino.knowledge.encoder import TextEncoder
 
 #: Default merge threshold for the packaged MiniLM encoder, chosen on real pairs
-#: (tests/test_knowledge_vocabulary.py): spelling variants the normaliser leaves behind score
+#: (tests/knowledge/test_knowledge_vocabulary.py): spelling variants the normaliser leaves behind score
 #: >= 0.96 (xanthomas/xanthoma 0.963, keloids/keloid 0.962, dermatofibromas 0.971, centrifigum/
 #: centrifugum 0.973); the most similar *different* labels of the real vocabularies score
 #: <= 0.90 (porokeratosis actinic / disseminated actinic porokeratosis 0.899, basal cell

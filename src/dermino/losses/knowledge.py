@@ -1,6 +1,6 @@
 """Knowledge-guided supervision of DermINO (paper Eq. 5-7).
 
-``KnowledgeHead`` (and the other heads of ``knowledge_heads``) scores the student's CLS embedding against disease prototypes W whose rows
+``KnowledgeHead`` (and the other heads of ``dermino.models.knowledge_heads``) scores the student's CLS embedding against disease prototypes W whose rows
 are text embeddings of the merged disease names (W_init, Eq. 7). ``knowledge_loss`` is the
 masked binary cross-entropy of Eq. 6: a sample is only supervised on the diseases its source
 dataset can express (its label space, n_ij = 1); other classes get exactly zero gradient.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dermino.losses.knowledge_heads import ProjectionHead
+from dermino.models.knowledge_heads import ProjectionHead
 
 #: the original dermino head (a free Linear between CLS and W); see knowledge_heads for the others
 KnowledgeHead = ProjectionHead

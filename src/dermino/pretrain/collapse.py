@@ -30,8 +30,8 @@ from dermino.pretrain.checkpoint import list_checkpoints
 
 log = logging.getLogger(__name__)
 
-MONITOR_COLUMNS = ["step", "knn_accuracy", "knn_macro_auroc", "knn_accuracy_change",
-                   "knn_macro_auroc_change", "below_start"]
+MONITOR_COLUMNS = ["step", "knn_accuracy", "knn_macro_auroc", "rankme", "knn_accuracy_change",
+                   "knn_macro_auroc_change", "rankme_change", "below_start"]
 
 
 class CollapseError(RuntimeError):
@@ -108,7 +108,7 @@ class CollapseGuard:
     def replay(self, rows: list[dict[str, float]]) -> None:
         """Rebuild the state from monitor.csv rows (a resumed run)."""
         for r in sorted(rows, key=lambda r: int(r["step"])):
-            scores = {k: float(r[k]) for k in ("knn_accuracy", "knn_macro_auroc") if k in r and r[k] == r[k]}
+            scores = {k: float(r[k]) for k in ("knn_accuracy", "knn_macro_auroc", "rankme") if k in r and r[k] == r[k]}
             if self.metric in scores:
                 self.update(int(r["step"]), scores)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from dermino.config import (
     AtLeast1,
@@ -18,6 +18,7 @@ from dermino.config import (
     Positive,
     Probability,
     Range,
+    Rule,
     config_problems,
 )
 from dermino.data.masking import MaskingConfig
@@ -116,11 +117,36 @@ class KnowledgeLossConfig:
 
 
 @dataclass
+class GramLossConfig:
+    """Gram anchoring (DINOv3; ``losses/gram.py``): the student's patch similarities follow a frozen
+    Gram teacher's. Off by default; see docs/continued_pretraining.md for when to use it."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.teacher != "initial" or c.refresh_every == 0,
+             "teacher=initial keeps the starting weights: refresh_every must be 0"),
+    )
+
+    enabled: bool = False
+    weight: Annotated[float, NonNegative] = 2.0
+    start_step: Annotated[int, NonNegative] = 0  # the term counts from this optimizer step on
+    # the Gram teacher: a frozen copy of the EMA teacher, taken at the start and again every
+    # refresh_every steps ("ema_snapshot"), or the starting weights for the whole run ("initial":
+    # continued pretraining anchors the patch structure of the model it started from)
+    teacher: Literal["ema_snapshot", "initial"] = "ema_snapshot"
+    refresh_every: Annotated[int, NonNegative] = 0  # steps between snapshots; 0 = never refresh
+    remove_negatives: Literal["both", "target", "none"] = "both"  # clip negative similarities (DINOv3: both)
+    # > crops.global_size: the Gram teacher sees the global crops resized to this side (high-resolution
+    # targets), its patch grid resized back to the student's; 0 = the student's size
+    target_size: Annotated[int, NonNegative] = 0
+
+
+@dataclass
 class LossesConfig:
     dino: DinoLossConfig = field(default_factory=DinoLossConfig)
     ibot: TermConfig = field(default_factory=TermConfig)
     koleo: TermConfig = field(default_factory=lambda: TermConfig(weight=0.1))
     knowledge: KnowledgeLossConfig = field(default_factory=KnowledgeLossConfig)
+    gram: GramLossConfig = field(default_factory=GramLossConfig)
 
 
 @dataclass
@@ -140,8 +166,29 @@ class OptimConfig:
 
 
 @dataclass
+class StageConfig:
+    """From ``start`` (a share of the optimizer steps) to the next stage, train at these crop sizes
+    (a high-resolution adaptation at the end of a run, as DINOv2/DINOv3 do: e.g. 224 -> 448)."""
+
+    start: Annotated[float, Range(gt=0, lt=1)] = 0.9
+    global_size: Annotated[int, AtLeast1] = 448
+    local_size: Annotated[int, AtLeast1] = 196
+
+
+def _stages_sorted(c: ScheduleConfig) -> bool:
+    starts = [st.start for st in c.stages]
+    return starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
+@dataclass
 class ScheduleConfig:
     """Budget in images or steps (one must be set); batch_size is per process per micro-step."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.budget_images is not None or c.budget_steps is not None,
+             "set schedule.budget_images or schedule.budget_steps"),
+        Rule(_stages_sorted, "schedule.stages must have distinct starts in increasing order"),
+    )
 
     batch_size: Annotated[int, AtLeast1] = 64
     grad_accum: Annotated[int, AtLeast1] = 1
@@ -153,6 +200,8 @@ class ScheduleConfig:
     # the frozen backbone for this many images first, then run the normal schedules. None: on
     # when model.init_weights is set (10 % of the budget, at most one epoch), 0: off.
     head_warmup_images: Annotated[int, NonNegative] | None = None
+    # later parts of the budget at other crop sizes (position embeddings interpolate; schedules go on)
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -175,7 +224,8 @@ class RunConfig:
     # collapse guard (needs the kNN monitor and model.init_weights: the start is the baseline):
     # stop when collapse_metric falls more than collapse_margin below its value at step 0 for
     # collapse_patience monitor evaluations in a row; 0 = only report
-    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy"] = "knn_macro_auroc"
+    # rankme: effective rank of the teacher's CLS embeddings of the monitor set (no labels needed)
+    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy", "rankme"] = "knn_macro_auroc"
     collapse_margin: Annotated[float, NonNegative] = 0.05
     collapse_patience: Annotated[int, NonNegative] = 3
     fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
@@ -187,6 +237,16 @@ class RunConfig:
 
 @dataclass
 class PretrainConfig:
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.schedule.batch_size >= 2 or not c.losses.koleo.enabled,
+             "schedule.batch_size={c.schedule.batch_size} must be >= 2 for the KoLeo loss (nearest neighbours)"),
+        Rule(lambda c: all(st.global_size % c.crops.patch_size == 0 and st.local_size % c.crops.patch_size == 0
+                           for st in c.schedule.stages),
+             "schedule.stages: every global_size and local_size must be a multiple of crops.patch_size"),
+        Rule(lambda c: not (c.losses.gram.enabled and c.run.fsdp),
+             "losses.gram (Gram anchoring) is not supported with run.fsdp yet: use DDP"),
+    )
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
@@ -221,17 +281,10 @@ def tiny_config(out_dir: str = "runs/tiny_test", **run_overrides) -> PretrainCon
 def validate(cfg: PretrainConfig) -> None:
     """Fail on bad values before any data or model is loaded (one message per problem).
 
-    The per-field ranges and choices are declared on the fields and checked by
-    :func:`dermino.config.check_config` (also run by ``load_config``); this adds the cross-field rules."""
+    Ranges, choices and cross-field rules are declared on the config classes and checked by
+    :func:`dermino.config.check_config` (also run by ``load_config``); this adds what is not a
+    property of the values but of this machine: the initial weights file must exist."""
     problems = config_problems(cfg)
-    if cfg.schedule.budget_steps is None and cfg.schedule.budget_images is None:
-        problems.append("set schedule.budget_images or schedule.budget_steps")
-    if cfg.schedule.batch_size < 2 and cfg.losses.koleo.enabled:
-        problems.append("schedule.batch_size must be >= 2 for the KoLeo loss (nearest neighbours)")
-    for name in ("global_size", "local_size"):
-        size = getattr(cfg.crops, name)
-        if size <= 0 or size % cfg.crops.patch_size:
-            problems.append(f"crops.{name}={size} must be a positive multiple of {cfg.crops.patch_size}")
     init = cfg.model.init_path
     if init is not None and not Path(init).is_file():
         problems.append(

@@ -35,6 +35,7 @@ from dermino.losses import masked_patch_weights
 from dermino.pretrain.collapse import teacher_statistics_values
 from dermino.pretrain.distributed import full_value
 from dermino.pretrain.model import TERMS
+from dermino.pretrain.state import LoopState, StepParts
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,18 @@ def with_ibot_index(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def fast_path_blocker(trainer: Any) -> str | None:  # a pretrain Trainer (not imported: no circle)
-    """Why the fast step cannot be used for this trainer (None: it can)."""
-    if trainer.scaler.is_enabled():
+def fast_path_blocker(parts: StepParts | Any) -> str | None:
+    """Why the fast step cannot be used with these parts (a ``StepParts`` or anything with the same
+    ``scaler`` and ``optimizer``, e.g. a trainer); None: it can."""
+    if parts.scaler.is_enabled():
         return "fp16 uses a GradScaler, which reads its scale every step"
-    if not any(g.get("fused") for g in trainer.optimizer.param_groups):
+    if not any(g.get("fused") for g in parts.optimizer.param_groups):
         return "the optimizer is not fused AdamW (found_inf skipping needs it)"
     return None
 
 
 class TrainStep:
-    """One optimizer step of a pretrain ``Trainer``, for both sync policies.
+    """One optimizer step, for both sync policies, on a run's ``StepParts`` and ``LoopState``.
 
     ``sync_free=True`` (the fast path, ``run.fast_step``): the skip decision of a non-finite step
     stays on the device (``found_inf`` on the fused AdamW, momentum 1 for the teacher and centres)
@@ -101,18 +103,24 @@ class TrainStep:
     on the host every step and a skipped step runs no optimizer, EMA or centre update at all.
     Everything else -- schedules, accumulation, DDP/FSDP gradient sync, the head warm-up,
     last-layer freezing, clipping, the logged columns -- is this one code path.
+
+    The step reads ``parts`` and advances ``state`` (``step``, and ``bad_steps`` when read); a
+    pretrain ``Trainer`` may be passed alone for both (``TrainStep(trainer)``).
     """
 
-    def __init__(self, trainer: Any, sync_free: bool = True):  # a pretrain Trainer
-        why = fast_path_blocker(trainer) if sync_free else None
+    def __init__(self, parts: StepParts | Any, state: LoopState | None = None, sync_free: bool = True):
+        if state is None:  # a Trainer: its parts and its loop state
+            parts, state = parts.step_parts(), parts.state
+        why = fast_path_blocker(parts) if sync_free else None
         if why:
             raise ValueError(f"fast step unavailable: {why}")
-        self.t = trainer
+        self.parts: StepParts = parts
+        self.state: LoopState = state
         self.sync_free = sync_free
-        dev = trainer.device
-        self.consecutive = torch.tensor(trainer.bad_steps, device=dev, dtype=torch.int64)
+        dev = parts.device
+        self.consecutive = torch.tensor(state.bad_steps, device=dev, dtype=torch.int64)
         self.skipped = torch.zeros((), device=dev, dtype=torch.int64)
-        self.first_unread = trainer.step
+        self.first_unread = state.step
 
     def _finite_everywhere(self, finite: Tensor) -> Tensor:
         if not (dist.is_available() and dist.is_initialized()):
@@ -124,12 +132,12 @@ class TrainStep:
     @torch.no_grad()
     def _masked_teacher_update(self, momentum: float, ok: Tensor, backbone: bool) -> None:
         keep = ok.to(torch.float32) * (1.0 - momentum)  # 0 on a skipped step: the teacher stays
-        teacher, student = self.t.model.teacher_student_pairs(backbone)
+        teacher, student = self.parts.model.teacher_student_pairs(backbone)
         torch._foreach_lerp_(teacher, [p.detach() for p in student], keep)
 
     @torch.no_grad()
     def _masked_center_update(self, teacher_logits: list[dict[str, Tensor]], ok: Tensor) -> None:
-        model = self.t.model
+        model = self.parts.model
         if model.losses.dino.normalisation != "centering":
             return
         centers = [model.dino_center, model.ibot_center]
@@ -144,7 +152,7 @@ class TrainStep:
 
     def _update(self, ok: Tensor, momentum: float, teacher_logits: list[dict[str, Tensor]], warm: bool) -> None:
         """Optimizer, EMA teacher and centres, each only on a good step."""
-        t, opt = self.t, self.t.optimizer
+        t, opt = self.parts, self.parts.optimizer
         if self.sync_free:
             opt.grad_scale, opt.found_inf = None, (~ok).to(torch.float32)  # type: ignore[attr-defined]
             try:
@@ -171,41 +179,45 @@ class TrainStep:
 
     def __call__(self, micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
         """Run the step; the row holds device tensors until ``read``."""
-        t = self.t
-        if not self.sync_free:  # the trainer's counter may have been set (resume) since the last step
-            self.consecutive.fill_(t.bad_steps)
-        s = min(t.step, t.total_steps - 1)
-        lr, wd, mom, temp = t.lr[s], t.wd[s], t.momentum[s], t.teacher_temp[s]
+        t, state, sched = self.parts, self.state, self.parts.schedules
+        if not self.sync_free:  # the loop's counter may have been set (resume) since the last step
+            self.consecutive.fill_(state.bad_steps)
+        s = min(state.step, t.total_steps - 1)
+        lr, wd, mom, temp = sched.lr[s], sched.wd[s], sched.momentum[s], sched.teacher_temp[s]
         for g in t.optimizer.param_groups:
             g["lr"] = lr * g["lr_mult"]
             g["weight_decay"] = wd * g["wd_mult"]
-        warm = t.warmup.active(t.step)
+        warm = sched.warmup.active(state.step)
+        gram = t.model.losses.gram
+        if gram.enabled and gram.refresh_every and state.step and state.step % gram.refresh_every == 0:
+            t.model.refresh_gram_teacher()  # a new snapshot of the EMA teacher before this step
+        gram_on = gram.enabled and state.step >= gram.start_step
         t.model.train()
-        t.warmup.begin(t.step)
+        sched.warmup.begin(state.step)
         dev = t.device
         loss_sum = torch.zeros((), device=dev)
         term_sum = torch.zeros(len(TERMS), device=dev)
         teacher_logits = []
         n = len(micro_batches)
         for i, mb in enumerate(micro_batches):
-            mb = t._to_device(with_ibot_index(mb) if self.sync_free else mb)
+            mb = t.to_device(with_ibot_index(mb) if self.sync_free else mb)
             sync = n == 1 or i == n - 1
             if t.fsdp:
                 t.student.set_requires_gradient_sync(sync)  # type: ignore[operator]
             no_sync = not sync and not t.fsdp and hasattr(t.student, "no_sync")
             with t.student.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
-                with t._autocast():
-                    out = t.model.compute_loss(mb, float(temp), student=t.student_call)
+                with t.autocast():
+                    out = t.model.compute_loss(mb, float(temp), student=t.student_call, gram=gram_on)
                 t.scaler.scale(out.loss / n).backward()
             loss_sum += out.loss.detach().float() / n
             term_sum += torch.stack([out.terms[k].detach().float() for k in TERMS]) / n
             teacher_logits.append(out.teacher_logits)
-        if t.step < t.freeze_last_layer_steps:
+        if state.step < sched.freeze_last_layer_steps:
             for p in t.last_layer_params:
                 p.grad = None
-        t.warmup.drop_backbone_grads(t.step)
+        sched.warmup.drop_backbone_grads(state.step)
         t.scaler.unscale_(t.optimizer)
-        clip = t.cfg.optim.clip_grad
+        clip = t.clip_grad
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(t.params, clip if clip > 0 else float("inf")))
         finite = torch.isfinite(loss_sum)
         if not t.scaler.is_enabled():  # fp16: an overflowing gradient is the scaler's business
@@ -219,13 +231,13 @@ class TrainStep:
         stats = torch.full((2,), float("nan"), device=dev)
         if teacher_logits and "dino" in teacher_logits[0]:
             stats = teacher_statistics_values(torch.cat([tl["dino"] for tl in teacher_logits]), float(temp))
-        t.step += 1
+        state.step += 1
         return {"loss_terms": torch.cat([loss_sum.reshape(1), term_sum, grad_norm.float().reshape(1), stats]),
                 "lr": float(lr), "wd": float(wd), "momentum": float(mom), "teacher_temp": float(temp),
                 "head_warmup": int(warm)}
 
     def read(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Floats of the last step (one device sync); updates ``trainer.bad_steps`` and logs skips."""
+        """Floats of the last step (one device sync); updates ``state.bad_steps`` and logs skips."""
         values = torch.cat([row["loss_terms"].float(), self.skipped.reshape(1).float(),
                             self.consecutive.reshape(1).float()]).tolist()
         loss, *terms = values[: 1 + len(TERMS)]
@@ -235,16 +247,16 @@ class TrainStep:
         out.update(loss=loss, grad_norm=grad_norm, skipped=int(skipped))
         if not math.isnan(entropy):
             out.update(teacher_entropy=entropy, prototypes_used=used)
-        self.t.bad_steps = int(consecutive)
+        self.state.bad_steps = int(consecutive)
         if skipped:  # steps numbered from 1, as in metrics.csv
-            if self.t.step - self.first_unread == 1:
+            if self.state.step - self.first_unread == 1:
                 log.warning("step %d: non-finite loss or gradient (loss=%s, grad_norm=%s): step skipped (%d in a row)",
-                            self.t.step, loss, grad_norm, int(consecutive))
+                            self.state.step, loss, grad_norm, int(consecutive))
             else:
                 log.warning("steps %d-%d: %d step(s) had a non-finite loss or gradient and were skipped (%d in a row now)",
-                            self.first_unread + 1, self.t.step, int(skipped), int(consecutive))
+                            self.first_unread + 1, self.state.step, int(skipped), int(consecutive))
         self.skipped.zero_()
-        self.first_unread = self.t.step
+        self.first_unread = self.state.step
         return out
 
 

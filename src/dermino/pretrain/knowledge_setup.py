@@ -132,7 +132,7 @@ def text_source(cfg: KnowledgeLossConfig) -> tuple[str, str]:
 def export_knowledge_head(head: torch.nn.Module, prototypes: Tensor, classes: list[str],
                           cfg: KnowledgeLossConfig, out_dir: Path) -> Path:
     """Write the student's knowledge head next to the exported teacher (for ``dermino zero-shot``)."""
-    from dermino.losses.knowledge_heads import HEAD_FILE, save_head
+    from dermino.models.knowledge_heads import HEAD_FILE, save_head
 
     encoder, pooling = text_source(cfg)
     path = save_head(head, Path(out_dir) / HEAD_FILE, prototypes,  # type: ignore[arg-type]

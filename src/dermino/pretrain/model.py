@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dermino.losses import (
@@ -25,12 +26,13 @@ from dermino.losses import (
     masked_patch_weights,
     sinkhorn_knopp,
 )
-from dermino.losses.knowledge_heads import build_knowledge_head
+from dermino.losses.gram import gram_loss, resize_patch_grid
 from dermino.models import create
 from dermino.models.heads import build_heads
+from dermino.models.knowledge_heads import build_knowledge_head
 from dermino.pretrain.config import LossesConfig, ModelConfig
 
-TERMS = ("dino_global", "dino_local", "ibot", "koleo", "knowledge")
+TERMS = ("dino_global", "dino_local", "ibot", "koleo", "knowledge", "gram")
 
 
 def build_backbone(cfg: ModelConfig, img_size: int) -> nn.Module:
@@ -63,6 +65,7 @@ class Branch(nn.Module):
         self.ibot_head = ibot_head
         self.knowledge_head = knowledge_head
         self.pack_crops = False  # run.pack_crops: global and local crops in one packed forward
+        self.return_patches = False  # Gram anchoring: also return the global crops' patch tokens
 
     def forward(
         self,
@@ -77,6 +80,8 @@ class Branch(nn.Module):
         else:
             feats = self.backbone.forward_features(global_crops, masks=masks)
         out = {"cls_global": feats["cls"]}
+        if self.return_patches:
+            out["patch_global"] = feats["patch"]
         if self.dino_head is not None:
             out["dino_global"] = self.dino_head(feats["cls"])
             if local_crops is not None:
@@ -134,17 +139,40 @@ class StudentTeacher(nn.Module):
         )
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self.gram_teacher: nn.Module | None = None
+        if losses.gram.enabled:  # frozen patch-similarity anchor; in the checkpoint, so resume is exact
+            self.gram_teacher = copy.deepcopy(self.teacher.backbone).requires_grad_(False).eval()
+            self.student.return_patches = True
         if losses.dino.normalisation not in ("sinkhorn", "centering"):
             raise ValueError(f"losses.dino.normalisation must be sinkhorn or centering, got {losses.dino.normalisation!r}")
         self.dino_center = CenteringSoftmax(momentum=losses.dino.center_momentum)
         self.ibot_center = CenteringSoftmax(momentum=losses.dino.center_momentum)
-        if not any(t.enabled for t in (losses.dino, losses.ibot, losses.koleo, losses.knowledge)):
+        if not any(t.enabled for t in (losses.dino, losses.ibot, losses.koleo, losses.knowledge, losses.gram)):
             raise ValueError("every loss term is disabled: nothing to train")
 
     def train(self, mode: bool = True) -> StudentTeacher:
         super().train(mode)
         self.teacher.eval()  # the teacher never drops paths
+        if self.gram_teacher is not None:
+            self.gram_teacher.eval()
         return self
+
+    @torch.no_grad()
+    def refresh_gram_teacher(self) -> None:
+        """Gram teacher <- the EMA teacher's backbone (``losses.gram.refresh_every``)."""
+        assert self.gram_teacher is not None
+        for g, t in zip(self.gram_teacher.parameters(), self.teacher.backbone.parameters(), strict=True):
+            g.copy_(t)
+
+    @torch.no_grad()
+    def _gram_targets(self, global_crops: Tensor, grid: int) -> Tensor:
+        """The Gram teacher's patch features of the global crops, on the student's ``grid x grid``."""
+        assert self.gram_teacher is not None
+        size = self.losses.gram.target_size
+        x = global_crops
+        if size and size != x.shape[-1]:  # high-resolution targets
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        return resize_patch_grid(self.gram_teacher.forward_features(x)["patch"], (grid, grid))
 
     # ------------------------------------------------------------------ EMA
 
@@ -179,11 +207,12 @@ class StudentTeacher(nn.Module):
             self.ibot_center.update(teacher_logits["ibot"])
 
     def compute_loss(
-        self, batch: dict[str, Any], teacher_temp: float, student: nn.Module | None = None
+        self, batch: dict[str, Any], teacher_temp: float, student: nn.Module | None = None, gram: bool = True,
     ) -> StepOutput:
         """Weighted sum of the enabled terms for one collated batch.
 
         ``student`` is the (possibly DDP-wrapped) student branch to call; default the bare one.
+        ``gram``: whether the Gram term counts at this step (``losses.gram.start_step``).
         """
         student = self.student if student is None else student  # (a compiled module has no truth value)
         cfg = self.losses
@@ -230,12 +259,17 @@ class StudentTeacher(nn.Module):
                 head = self.student.knowledge_head
                 assert head is not None
                 terms["knowledge"] = terms["knowledge"] + cfg.knowledge.anchor_weight * head.anchor_penalty()
+        if cfg.gram.enabled and gram:
+            patches = s["patch_global"]
+            grid = int(round(patches.shape[1] ** 0.5))
+            terms["gram"] = gram_loss(patches, self._gram_targets(g, grid), cfg.gram.remove_negatives)
         w = {
             "dino_global": cfg.dino.weight,
             "dino_local": cfg.dino.weight,
             "ibot": cfg.ibot.weight,
             "koleo": cfg.koleo.weight,
             "knowledge": cfg.knowledge.weight,
+            "gram": cfg.gram.weight,
         }
         loss = sum(w[k] * terms[k] for k in TERMS)
         return StepOutput(loss=loss, terms=terms, teacher_logits=teacher_logits)

@@ -1,5 +1,8 @@
 """Periodic kNN monitor during pretraining: is the teacher's embedding getting more useful?
 
+``KnnMonitor`` runs it for a trainer every ``run.monitor_every`` steps, appends monitor.csv and
+asks the collapse guard for a verdict.
+
 Deliberately small and self-contained (the full evaluation lives in dermino.evaluate):
 embed a labelled train and val manifest with the teacher backbone, then a k=5 cosine
 majority vote (accuracy) and similarity-weighted votes (macro AUROC, with the helpers of
@@ -8,18 +11,28 @@ majority vote (accuracy) and similarity-weighted votes (macro AUROC, with the he
 
 from __future__ import annotations
 
+import csv
+import logging
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from dermino.data.images import read_rgb
-from dermino.data.manifest import resolve, split_labels
+from dermino.data.manifest import read_manifest, resolve, split_labels
 from dermino.data.transforms import eval_transform
 from dermino.evaluate.knn import KNNConfig, knn_classify
 from dermino.evaluate.metrics import macro_auroc
+from dermino.evaluate.rank import effective_rank
+from dermino.pretrain import collapse
+from dermino.pretrain.distributed import barrier
+from dermino.pretrain.run_log import drop_rows_after
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -74,7 +87,8 @@ def knn_scores(
     backbone: nn.Module, train_df: pd.DataFrame, val_df: pd.DataFrame, size: int, device: torch.device, k: int = 5
 ) -> dict[str, float]:
     """``knn_accuracy`` (majority vote) and ``knn_macro_auroc`` (weighted votes, macro over
-    the query classes) of ``backbone``, embedding each image once."""
+    the query classes) of ``backbone``, embedding each image once, and ``rankme``: the effective
+    rank of the query embeddings (a collapse shows there before any label does)."""
     train_df, train_y = labelled(train_df)
     val_df, val_y = labelled(val_df)
     if not train_y or not val_y:
@@ -89,4 +103,58 @@ def knn_scores(
                        KNNConfig(k=k))
     # over the classes the queries hold (a small query set may lack a rare one)
     auroc = macro_auroc(y[seen], out.probs) if len(classes) > 1 and seen.any() else float("nan")
-    return {"knn_accuracy": float(accuracy), "knn_macro_auroc": float(auroc)}
+    return {"knn_accuracy": float(accuracy), "knn_macro_auroc": float(auroc), "rankme": effective_rank(query)}
+
+
+def split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Rows of ``split`` when the manifest has them (one adapter manifest serves both), else all."""
+    if "split" in df.columns and (df["split"] == split).any():
+        out = df[df["split"] == split].reset_index(drop=True)
+        out.attrs = dict(df.attrs)
+        return out
+    return df
+
+
+class KnnMonitor:
+    """kNN accuracy and macro AUROC of the teacher on the monitor manifests, appended to monitor.csv
+    (rank 0) with their change from step 0, judged by the collapse guard."""
+
+    def __init__(self, trainer: Any):  # a pretrain Trainer
+        self.t = trainer
+        self.train_df = split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
+        self.val_df = split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
+        r = trainer.cfg.run
+        self.guard = collapse.CollapseGuard(r.collapse_metric, r.collapse_margin, r.collapse_patience)
+        path = trainer.out_dir / "monitor.csv"
+        if trainer.dist.is_main:
+            if trainer.step == 0:  # a fresh start (perhaps after a collapse stop): a new baseline
+                path.unlink(missing_ok=True)
+            drop_rows_after(path, trainer.step)
+            if path.is_file() and path.stat().st_size > 0:  # a resumed run: the start and the streak
+                self.guard.replay(pd.read_csv(path).to_dict("records"))
+
+    def run(self, step: int) -> collapse.Verdict:
+        """Evaluate (rank 0) and return the guard's verdict (the same on every rank)."""
+        teacher = self.t.whole_teacher_backbone()  # every rank (FSDP gathers shards)
+        verdict = None
+        if teacher is not None:
+            with torch.random.fork_rng(devices=[]):
+                scores = knn_scores(teacher, self.train_df, self.val_df, self.t.cfg.data.monitor_size, self.t.device)
+            verdict = self.guard.update(step, scores)
+            path = self.t.out_dir / "monitor.csv"
+            new = not path.is_file() or path.stat().st_size == 0
+            with open(path, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=collapse.MONITOR_COLUMNS, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(self.guard.row(step, scores, verdict))
+            change = "" if verdict.change is None else f" ({self.guard.metric} {verdict.change:+.4f} from the start)"
+            log.info("step %d: kNN (k=5) accuracy %.4f, macro AUROC %.4f, RankMe %.1f%s", step, scores["knn_accuracy"],
+                     scores["knn_macro_auroc"], scores["rankme"], change)
+        if dist.is_initialized():
+            box = [verdict]
+            dist.broadcast_object_list(box, src=0)
+            verdict = box[0]
+        barrier()
+        assert verdict is not None
+        return verdict

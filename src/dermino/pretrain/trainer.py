@@ -9,14 +9,10 @@ gradient norm are finite on every rank (else skip the step, report it, and stop 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
 import json
 import logging
-import math
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +22,20 @@ import torch.distributed as dist
 from torch import nn
 
 from dermino.config import save_config, to_dict
-from dermino.data.cache import open_for_rows
-from dermino.data.datasets import MultiCropCollate, PretrainDataset, ResumableSampler, source_row_weights
-from dermino.data.dedup import check_overlap
-from dermino.data.images import read_rgb
-from dermino.data.manifest import read_manifest, resolve
 from dermino.data.photometric import finish_batch, multicrop_transform
-from dermino.losses.knowledge import class_prior_floor
-from dermino.losses.knowledge_heads import class_frequencies
 from dermino.pretrain import checkpoint as ckpt
 from dermino.pretrain import collapse, rescue
+from dermino.pretrain.builders import (  # noqa: F401  (load_pretrain_manifest: re-exported, its old home)
+    build_budget,
+    build_data,
+    build_model,
+    build_optimizer,
+    build_schedules,
+    check_global_batch,
+    flops_per_image,
+    load_pretrain_manifest,
+    stage_at,
+)
 from dermino.pretrain.config import PretrainConfig, validate
 from dermino.pretrain.distributed import (
     DistInfo,
@@ -44,220 +44,93 @@ from dermino.pretrain.distributed import (
     cleanup,
     init_distributed,
     pick_device,
-    shard_branches,
-    wrap_model,
 )
-from dermino.pretrain.fast_step import (
-    TrainStep,
-    fast_path_blocker,
-    make_adamw,
-    set_activation_checkpointing,
-    use_sdpa,
-)
-from dermino.pretrain.flops import peak_tflops, pretrain_flops_per_image
-from dermino.pretrain.knowledge_monitor import COLUMNS as KNOWLEDGE_COLUMNS
+from dermino.pretrain.fast_step import TrainStep, fast_path_blocker
+from dermino.pretrain.flops import peak_tflops
 from dermino.pretrain.knowledge_monitor import monitor_for
-from dermino.pretrain.knowledge_setup import export_knowledge_head, knowledge_inputs
-from dermino.pretrain.model import TERMS, StudentTeacher, param_groups
-from dermino.pretrain.schedules import cosine_schedule, scaled_lr, warmup_then_constant
-from dermino.pretrain.warmup import HeadWarmup, head_warmup_steps, prepend, warmup_lr
+from dermino.pretrain.knowledge_setup import export_knowledge_head
+from dermino.pretrain.model import TERMS
+from dermino.pretrain.monitor import KnnMonitor
+from dermino.pretrain.run_log import RunLog, Throughput
+from dermino.pretrain.state import LoopState, StepParts
 from dermino.progress import tqdm
 from dermino.runtime import seed_everything
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = [
-    "step", "epoch", "images", "loss", *TERMS, "lr", "wd", "momentum", "teacher_temp",
-    "grad_norm", "images_per_s", "mfu", "skipped", *KNOWLEDGE_COLUMNS,
-    "teacher_entropy", "prototypes_used", "head_warmup",
-]
-
-
 class BadStepsError(RuntimeError):
     """Too many consecutive non-finite steps: the run has diverged."""
 
 
-def load_pretrain_manifest(cfg: PretrainConfig, out_dir: Path) -> pd.DataFrame:
-    """All configured manifests, rows of the configured splits, image paths made absolute."""
-    frames = []
-    for entry in cfg.data.manifests:
-        if entry == "sample":
-            from dermino.data.sample import SAMPLE_DATASETS, sample_manifests
-
-            # rank 0 writes them (concurrent writers would race on the same temp files)
-            if not dist.is_initialized() or dist.get_rank() == 0:
-                sample_manifests(out_dir / "manifests", seed=cfg.run.seed)
-            barrier()
-            paths = [out_dir / "manifests" / f"{name}.csv" for name in SAMPLE_DATASETS]
-        else:
-            paths = [Path(entry)]
-        for path in paths:
-            df = read_manifest(path)
-            df["image"] = [str(resolve(df, v)) for v in df["image"]]
-            frames.append(df)
-    if not frames:
-        raise ValueError("data.manifests is empty")
-    df = pd.concat(frames, ignore_index=True)
-    if cfg.data.splits and "split" in df.columns:
-        df = df[df["split"].isin(cfg.data.splits)].reset_index(drop=True)
-    if len(df) == 0:
-        raise ValueError(f"no manifest rows in splits {cfg.data.splits} of {cfg.data.manifests}")
-    df.attrs["root"] = "/"
-    check_overlap(df, cfg.data.exclude_overlap_with, cfg.data.overlap_policy)
-    return df
+def _forward(holder: str, name: str) -> property:
+    """A trainer attribute that reads and writes ``self.<holder>.<name>``."""
+    return property(lambda self: getattr(getattr(self, holder), name),
+                    lambda self, value: setattr(getattr(self, holder), name, value))
 
 
 class Trainer:
-    """Builds data, model, optimizer and schedules from a config; ``fit`` runs the job."""
+    """Builds the run's pieces from a config (:mod:`dermino.pretrain.builders`); ``fit`` runs the job."""
 
     def __init__(self, cfg: PretrainConfig, dist_info: DistInfo | None = None, df: pd.DataFrame | None = None):
         validate(cfg)
         self.cfg = cfg
         self.dist = dist_info or DistInfo(device=pick_device(cfg.run.device))
         self.device = self.dist.device
-        sc = cfg.schedule
-        got = sc.batch_size * self.dist.world_size * max(1, sc.grad_accum)
-        if sc.global_batch is not None and sc.global_batch != got:  # before any data is read
-            raise ValueError(
-                f"schedule.global_batch={sc.global_batch} but batch_size {sc.batch_size} x {self.dist.world_size} "
-                f"process(es) x grad_accum {sc.grad_accum} = {got}: set schedule.grad_accum (or batch_size) to match"
-            )
+        self.world = self.dist.world_size
+        check_global_batch(cfg, self.world)
         self.out_dir = Path(cfg.run.out_dir)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)
-        crops = cfg.crops
-        if crops.patch_size != 14 and "_14" in cfg.model.arch:
-            raise ValueError(f"crops.patch_size={crops.patch_size} but {cfg.model.arch} uses patch 14")
+        if cfg.crops.patch_size != 14 and "_14" in cfg.model.arch:
+            raise ValueError(f"crops.patch_size={cfg.crops.patch_size} but {cfg.model.arch} uses patch 14")
 
-        # ---- data
-        self.df = df if df is not None else load_pretrain_manifest(cfg, self.out_dir)
-        k = cfg.losses.knowledge
-        prototypes = class_prior = None
-        targets = mask = None
-        self.knowledge_summary: dict[str, Any] = {}
-        if k.enabled:
-            self.classes, targets, mask, prototypes = knowledge_inputs(
-                self.df, k, cfg.run.seed, self.out_dir if self.dist.is_main else None)
-            class_prior = class_frequencies(targets, mask)
-            self.text_prototypes = prototypes
-            self.knowledge_summary = {
-                "classes": self.classes,
-                "rows": len(self.df),
-                "labelled_rows": int((mask.sum(1) > 0).sum()),
-                "class_prior_floor": class_prior_floor(targets, mask),
-            }
-            log.info("knowledge loss to beat: %.4f (an image-blind predictor of each class's frequency)",
-                     self.knowledge_summary["class_prior_floor"])
-        else:
-            self.classes = []
-        reader = open_for_rows(cfg.data.cache, self.df["image"].tolist(), "pretraining") if cfg.data.cache else read_rgb
-        self.dataset = PretrainDataset(
-            self.df, multicrop_transform(crops), targets, mask, on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
-            reader=reader,
-        )
-        sc = cfg.schedule
-        self.world = self.dist.world_size
-        self.micro_batch = sc.batch_size
-        self.accum = max(1, sc.grad_accum)
-        self.global_batch = sc.batch_size * self.world * self.accum
-        self.epoch_size = cfg.data.epoch_size or len(self.df)
-        self.sampler = ResumableSampler(
-            len(self.df), source_row_weights(self.df, cfg.data.source_weights), cfg.run.seed,
-            self.dist.rank, self.world, self.epoch_size,
-        )
-        if self.sampler.per_rank < self.micro_batch:
-            raise ValueError(
-                f"an epoch gives each of {self.world} process(es) {self.sampler.per_rank} images, fewer than "
-                f"schedule.batch_size={self.micro_batch}: lower the batch size or add data"
-            )
-        self.loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.micro_batch,
-            sampler=self.sampler,
-            drop_last=True,
-            num_workers=cfg.data.num_workers,
-            collate_fn=MultiCropCollate(crops.patch_size, cfg.masking, cfg.run.seed),
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            generator=torch.Generator(),  # keeps the global RNG untouched by loader start-up
-        )
+        data = build_data(cfg, self.dist, self.out_dir, df)
+        self.df, self.dataset, self.sampler, self.loader = data.df, data.dataset, data.sampler, data.loader
+        self.micro_batch, self.accum, self.global_batch = data.micro_batch, data.accum, data.global_batch
+        self.epoch_size, self.classes, self.knowledge_summary = data.epoch_size, data.classes, data.knowledge_summary
+        if data.prototypes is not None:
+            self.text_prototypes = data.prototypes
+        self.total_steps, self.steps_per_epoch = build_budget(cfg, self.global_batch, self.epoch_size)
 
-        # ---- budget
-        if sc.budget_steps is not None:
-            self.total_steps = int(sc.budget_steps)
-        elif sc.budget_images is not None:
-            self.total_steps = max(1, math.ceil(sc.budget_images / self.global_batch))
-        else:
-            raise ValueError("set schedule.budget_images or schedule.budget_steps")
-        self.steps_per_epoch = max(1, self.epoch_size // self.global_batch)
+        m = build_model(cfg, self.dist, data.prototypes, data.class_prior)
+        self.model, self.student, self.student_call, self.fsdp = m.model, m.student, m.student_call, m.fsdp
+        self._teacher_template = m.teacher_template
+        o = build_optimizer(cfg, self.model, self.device)
+        self.optimizer, self.params, self.last_layer_params = o.optimizer, o.params, o.last_layer_params
+        self.amp_dtype, self.scaler = o.amp_dtype, o.scaler
+        self.schedules = build_schedules(cfg, self.model.student.backbone, self.total_steps, self.global_batch,
+                                         self.epoch_size, self.steps_per_epoch)
+        self.flops_per_image = flops_per_image(cfg, self.model.student.backbone)
+        self.peak = peak_tflops(self.device, cfg.run.precision, cfg.run.peak_tflops)
 
-        # ---- model
-        self.model = StudentTeacher(cfg.model, cfg.losses, crops.global_size, prototypes, class_prior).to(self.device)
-        use_sdpa(self.model)
-        set_activation_checkpointing(self.model.student.backbone, cfg.run.activation_checkpointing)
-        if cfg.run.pack_crops:
-            if not hasattr(self.model.student.backbone, "forward_features_packed"):
-                raise ValueError(f"run.pack_crops=true needs a dermino ViT backbone, got {cfg.model.arch}")
-            self.model.student.pack_crops = True
-        self.fsdp = bool(cfg.run.fsdp)
-        # Under FSDP, rank 0 keeps an unsharded CPU copy of the teacher backbone to gather into
-        # for the kNN monitor and the export (same architecture and grid, whatever the init).
-        self._teacher_template: nn.Module | None = None
-        if self.fsdp:
-            if self.dist.is_main:
-                self._teacher_template = copy.deepcopy(self.model.teacher.backbone).cpu()
-            shard_branches([self.model.student, self.model.teacher], self.dist)
-            self.student: nn.Module = self.model.student
-        else:
-            self.student = wrap_model(self.model.student, self.dist)
-        self.student_call = torch.compile(self.student) if cfg.run.compile else self.student
-        groups = param_groups(self.model.student, patch_embed_lr_mult=cfg.optim.patch_embed_lr_mult,
-                              layerwise_decay=cfg.optim.layerwise_decay)
-        self.params = [p for g in groups for p in g["params"]]
-        self.last_layer_params = [p for g in groups if g["last_layer"] for p in g["params"]]
-        self.optimizer = make_adamw(groups, tuple(cfg.optim.betas), self.device)  # type: ignore[arg-type]
-        prec = cfg.run.precision
-        if prec not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {prec!r}")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=prec == "fp16")
-
-        # ---- schedules (indexed by optimizer step); a head warm-up runs first, the schedules after it
-        self.warmup = HeadWarmup(self.model.student.backbone, head_warmup_steps(
-            sc.head_warmup_images, cfg.model.init_weights, self.global_batch, self.total_steps, self.epoch_size))
-        w = self.warmup.steps
-        o, n, spe = cfg.optim, self.total_steps - w, self.steps_per_epoch
-        peak_lr = scaled_lr(o.base_lr, self.global_batch)
-        self.lr = cosine_schedule(peak_lr, o.min_lr, n, int(o.warmup_epochs * spe))
-        self.wd = cosine_schedule(o.weight_decay, o.weight_decay_end, n)
-        self.momentum = cosine_schedule(o.momentum_teacher, o.momentum_teacher_end, n)
-        d = cfg.losses.dino
-        self.teacher_temp = warmup_then_constant(d.warmup_teacher_temp, d.teacher_temp, n,
-                                                 int(d.warmup_teacher_temp_epochs * spe))
-        self.lr = prepend(w, self.lr, warmup_lr(peak_lr, w))
-        self.wd, self.momentum, self.teacher_temp = (prepend(w, a) for a in (self.wd, self.momentum, self.teacher_temp))
-        self.freeze_last_layer_steps = int(o.freeze_last_layer_epochs * spe)
-
-        vit = self.model.student.backbone
-        heads = cfg.model.heads
-        self.flops_per_image = pretrain_flops_per_image(
-            vit.embed_dim, len(vit.vit.blocks), crops.global_size, crops.local_size, crops.n_local,
-            patch_size=crops.patch_size, n_prefix=vit.num_prefix_tokens,
-            head=(heads.hidden_dim, heads.bottleneck_dim, heads.out_dim, heads.n_layers),
-            ibot=cfg.losses.ibot.enabled,
-        )
-        self.peak = peak_tflops(self.device, prec, cfg.run.peak_tflops)
-
-        self.step = 0
-        # images consumed so far; kept in the checkpoint, so an allowed batch-size change on resume
-        # does not make the logged image and epoch counters jump (step x new batch would)
-        self.images_seen = 0
-        self.data_state = (0, 0)  # (epoch, images consumed by this rank in that epoch)
-        self.bad_steps = 0
+        self.state = LoopState()
+        self.stage = 0  # schedule.stages: the crop sizes in use (0: crops); set again on resume
+        self._loader_stale = False  # the crop sizes changed: batches() restarts the loader where it is
         self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
         self._reference: TrainStep | None = None  # train_step's stepper, made on first use
         torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
+
+    # the loop state and the schedules, under the names callers and tests use
+    step = _forward("state", "step")
+    bad_steps = _forward("state", "bad_steps")
+    images_seen = _forward("state", "images_seen")
+    data_state = _forward("state", "data_state")
+    lr = _forward("schedules", "lr")
+    wd = _forward("schedules", "wd")
+    momentum = _forward("schedules", "momentum")
+    teacher_temp = _forward("schedules", "teacher_temp")
+    warmup = _forward("schedules", "warmup")
+    freeze_last_layer_steps = _forward("schedules", "freeze_last_layer_steps")
+
+    def step_parts(self) -> StepParts:
+        """What a training step reads (the step never sees the trainer itself)."""
+        return StepParts(
+            model=self.model, student=self.student, student_call=self.student_call, optimizer=self.optimizer,
+            scaler=self.scaler, params=self.params, last_layer_params=self.last_layer_params,
+            schedules=self.schedules, total_steps=self.total_steps, device=self.device, fsdp=self.fsdp,
+            clip_grad=self.cfg.optim.clip_grad, amp_dtype=self.amp_dtype, to_device=self._to_device,
+        )
 
     # ------------------------------------------------------------------ budget / data
 
@@ -276,10 +149,14 @@ class Trainer:
         )
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Micro-batches from ``self.data_state`` on, across epochs; updates the state as it goes."""
-        epoch, start = self.data_state
+        """Micro-batches from ``self.data_state`` on, across epochs; updates the state as it goes.
+
+        When a resolution stage starts (``set_stage``), the loader is restarted at the current
+        position with the new crop sizes: the same samples, with the same per-sample seeds."""
         while True:
+            epoch, start = self.data_state
             n = (self.sampler.per_rank - start) // self.micro_batch
+            self._loader_stale = False
             if n > 0:
                 self.sampler.set_state(epoch, start)
                 it = iter(self.loader)
@@ -288,9 +165,26 @@ class Trainer:
                     start += self.micro_batch
                     self.data_state = (epoch, start)
                     yield batch
+                    if self._loader_stale:
+                        break
                 del it
-            epoch, start = epoch + 1, 0
-            self.data_state = (epoch, start)
+                if self._loader_stale:
+                    continue
+            self.data_state = (epoch + 1, 0)
+
+    def set_stage(self, step: int) -> bool:
+        """Use the crop sizes of the resolution stage of ``step`` (``schedule.stages``); True on a change."""
+        index, crops = stage_at(self.cfg, step, self.total_steps)
+        if index == self.stage:
+            return False
+        self.stage = index
+        self.dataset.transform = multicrop_transform(crops)
+        self.flops_per_image = flops_per_image(self.cfg, self.model.student.backbone, crops)
+        self._loader_stale = True
+        if self.dist.is_main:
+            log.info("step %d: resolution stage %d, global crops %d px, local crops %d px",
+                     step, index, crops.global_size, crops.local_size)
+        return True
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         nb = self.device.type == "cuda"
@@ -299,16 +193,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step over ``micro_batches`` with the reference sync policy (values read,
         and the skip decided, on the host every step); returns the logged values of this step."""
         if self._reference is None:
-            self._reference = TrainStep(self, sync_free=False)
+            self._reference = TrainStep(self.step_parts(), self.state, sync_free=False)
         row = self._reference.read(self._reference(micro_batches))
         self._check_bad_steps()
         return row
@@ -321,11 +210,12 @@ class Trainer:
 
     def _stepper(self) -> TrainStep:
         """The sync-free step when configured and correct for this setup, else the reference one."""
-        why = "run.fast_step=false" if not self.cfg.run.fast_step else fast_path_blocker(self)
+        parts = self.step_parts()
+        why = "run.fast_step=false" if not self.cfg.run.fast_step else fast_path_blocker(parts)
         if why:
             log.info("reference training step (values read every step): %s", why)
-            return TrainStep(self, sync_free=False)
-        return TrainStep(self, sync_free=True)
+            return TrainStep(parts, self.state, sync_free=False)
+        return TrainStep(parts, self.state, sync_free=True)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -451,6 +341,57 @@ class Trainer:
         keys in ``allow_config_change``); ``resume_from``: continue from that checkpoint (the rescue
         after a divergence; it may also change the learning rate)."""
         cfg, main = self.cfg, self.dist.is_main
+        self._start(resume, resume_from, allow_config_change)
+        log_out = RunLog(self) if main else None
+        monitor = KnnMonitor(self) if cfg.data.monitor_train and cfg.data.monitor_val else None
+        kmon, k_every = monitor_for(self), cfg.losses.knowledge.heldout_every
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
+                   desc="pretrain", dynamic_ncols=True)
+        if monitor and self.step == 0 and cfg.model.init_weights:
+            monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
+        self.set_stage(self.step)  # a resumed run may start inside a later stage
+        stream = self.batches()
+        step = self._stepper()
+        clock = Throughput()
+        try:
+            while self.step < self.total_steps:
+                self.set_stage(self.step)
+                row = step([next(stream) for _ in range(self.accum)])
+                clock.add(self.global_batch)
+                self.images_seen += self.global_batch
+                bar.update(1)
+                done = self.step >= self.total_steps
+                k_due = bool(kmon) and ((k_every and self.step % k_every == 0) or done)
+                monitor_due = bool(monitor) and ((cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0)
+                                                 or done)
+                save_due = self.step % cfg.run.checkpoint_every == 0 or done
+                log_due = self.step % cfg.run.log_every == 0 or done
+                if step.sync_free and not (log_due or save_due or monitor_due or k_due):
+                    continue  # device values: read (one sync) only when logging, saving or monitoring
+                row = step.read(row)
+                self._check_bad_steps()
+                if k_due:  # held-out knowledge diagnostics
+                    row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
+                if log_due or row["skipped"] or "knowledge_heldout" in row:
+                    self._log_row(row, clock, bar, log_out)
+                if save_due:
+                    self.save()
+                if monitor_due:
+                    self._guard(monitor.guard, monitor.run(self.step))
+        except BadStepsError as exc:
+            raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
+                                                        cfg.optim.base_lr)) from None
+        finally:
+            bar.close()
+            if log_out:
+                log_out.close()
+        self._export()
+        barrier()
+        return self.out_dir
+
+    def _start(self, resume: bool, resume_from: str | Path | None, allow_config_change: Sequence[str]) -> None:
+        """Fresh start or resume: check the checkpoint's config, write the run's config, load the state."""
+        cfg, main = self.cfg, self.dist.is_main
         ckpt_dir = self.out_dir / "checkpoints"
         latest = ckpt.latest_checkpoint(ckpt_dir)
         resume = resume or resume_from is not None
@@ -482,167 +423,32 @@ class Trainer:
         if main:
             log.info(self.budget_summary())
             print(self.budget_summary(), flush=True)
-        metrics = _MetricsWriter(self.out_dir / "metrics.csv", self.step) if main else None
-        tb = _tensorboard(self.out_dir / "tb") if main and cfg.run.tensorboard else None
-        monitor = _Monitor(self) if cfg.data.monitor_train and cfg.data.monitor_val else None
-        kmon, k_every = monitor_for(self), cfg.losses.knowledge.heldout_every
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.run.progress),
-                   desc="pretrain", dynamic_ncols=True)
-        if monitor and self.step == 0 and cfg.model.init_weights:
-            monitor.run(0)  # the initial weights' score: the start the collapse guard compares with
-        stream = self.batches()
-        step = self._stepper()
-        t0, images_since = time.perf_counter(), 0
-        while self.step < self.total_steps:
-            micro = [next(stream) for _ in range(self.accum)]
-            try:
-                row = step(micro)
-                images_since += self.global_batch
-                self.images_seen += self.global_batch
-                bar.update(1)
-                done = self.step >= self.total_steps
-                k_due = bool(kmon) and ((k_every and self.step % k_every == 0) or done)
-                if step.sync_free:  # device values: read (one sync) only when logging, saving or monitoring
-                    monitoring = monitor and cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0
-                    if not (self.step % cfg.run.log_every == 0 or self.step % cfg.run.checkpoint_every == 0
-                            or done or monitoring or k_due):
-                        continue
-                row = step.read(row)
-                self._check_bad_steps()
-            except BadStepsError as exc:
-                bar.close()
-                if metrics:
-                    metrics.close()
-                raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
-                                                            cfg.optim.base_lr)) from None
-            if k_due:  # held-out knowledge diagnostics
-                row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
-            if self.step % cfg.run.log_every == 0 or done or row["skipped"] or "knowledge_heldout" in row:
-                terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
-                row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
-                dt = max(time.perf_counter() - t0, 1e-9)
-                ips = images_since / dt
-                row.update(step=self.step, epoch=self.data_state[0] + self.data_state[1] / self.sampler.per_rank,
-                           images=self.images_seen,
-                           images_per_s=ips, mfu=ips * self.flops_per_image / (self.peak * 1e12 * self.world))
-                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", ips=f"{ips:.1f}", mfu=f"{row['mfu']:.1%}")
-                if metrics:
-                    metrics.write(row)
-                if tb:
-                    for k in METRIC_COLUMNS[3:]:
-                        if k in row:
-                            tb.add_scalar(k, row[k], self.step)
-                t0, images_since = time.perf_counter(), 0
-            if self.step % cfg.run.checkpoint_every == 0 or done:
-                self.save()
-            if monitor and ((cfg.run.monitor_every and self.step % cfg.run.monitor_every == 0) or done):
-                self._guard(monitor.guard, monitor.run(self.step))
-        bar.close()
-        if metrics:
-            metrics.close()
-        if tb:
-            tb.close()
+
+    def _log_row(self, row: dict[str, Any], clock: Throughput, bar: Any, log_out: RunLog | None) -> None:
+        """Average the loss terms over ranks, add counters and speed, write metrics.csv / TensorBoard."""
+        terms = all_reduce_mean(torch.tensor([row[k] for k in ("loss", *TERMS)], device=self.device))
+        row.update(zip(("loss", *TERMS), terms.tolist(), strict=True))
+        ips = clock.rate()
+        row.update(step=self.step, epoch=self.data_state[0] + self.data_state[1] / self.sampler.per_rank,
+                   images=self.images_seen,
+                   images_per_s=ips, mfu=ips * self.flops_per_image / (self.peak * 1e12 * self.world))
+        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", ips=f"{ips:.1f}", mfu=f"{row['mfu']:.1%}")
+        if log_out:
+            log_out.write(row, self.step)
+        clock.reset()
+
+    def _export(self) -> None:
+        """The teacher backbone (and the knowledge head) as plain files for every later command."""
         teacher = self.whole_teacher_backbone()
-        if teacher is not None:
-            arch = {"name": cfg.model.arch, **to_dict(cfg.model)}
-            path = ckpt.export_teacher(teacher, self.out_dir / "export", arch)
-            log.info("teacher backbone exported to %s", path)
-            if self.model.student.knowledge_head is not None and not self.fsdp:
-                export_knowledge_head(self.model.student.knowledge_head, self.text_prototypes, self.classes,
-                                      cfg.losses.knowledge, self.out_dir / "export")
-        barrier()
-        return self.out_dir
-
-
-def _drop_rows_after(path: Path, step: int) -> None:
-    """A resumed run redoes the steps after its checkpoint: forget their logged rows."""
-    if path.is_file() and path.stat().st_size > 0 and step >= 0:
-        old = pd.read_csv(path)
-        old[old["step"] <= step].to_csv(path, index=False)
-
-
-class _MetricsWriter:
-    """metrics.csv, appended; on resume the rows after the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, from_step: int):
-        _drop_rows_after(path, from_step)
-        new = not path.is_file() or path.stat().st_size == 0
-        self.fh = open(path, "a", newline="")  # noqa: SIM115
-        self.writer = csv.DictWriter(self.fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("run.tensorboard=true but tensorboard is not installed; logging to CSV only")
-        return None
-    return SummaryWriter(str(path))
-
-
-def _split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Rows of ``split`` when the manifest has them (one adapter manifest serves both), else all."""
-    if "split" in df.columns and (df["split"] == split).any():
-        out = df[df["split"] == split].reset_index(drop=True)
-        out.attrs = dict(df.attrs)
-        return out
-    return df
-
-
-class _Monitor:
-    """kNN accuracy and macro AUROC of the teacher on the monitor manifests, appended to monitor.csv
-    (rank 0) with their change from step 0, judged by the collapse guard."""
-
-    def __init__(self, trainer: Trainer):
-        self.t = trainer
-        self.train_df = _split_rows(read_manifest(trainer.cfg.data.monitor_train), "train")
-        self.val_df = _split_rows(read_manifest(trainer.cfg.data.monitor_val), "val")
-        r = trainer.cfg.run
-        self.guard = collapse.CollapseGuard(r.collapse_metric, r.collapse_margin, r.collapse_patience)
-        path = trainer.out_dir / "monitor.csv"
-        if trainer.dist.is_main:
-            if trainer.step == 0:  # a fresh start (perhaps after a collapse stop): a new baseline
-                path.unlink(missing_ok=True)
-            _drop_rows_after(path, trainer.step)
-            if path.is_file() and path.stat().st_size > 0:  # a resumed run: the start and the streak
-                self.guard.replay(pd.read_csv(path).to_dict("records"))
-
-    def run(self, step: int) -> collapse.Verdict:
-        """Evaluate (rank 0) and return the guard's verdict (the same on every rank)."""
-        from dermino.pretrain.monitor import knn_scores
-
-        teacher = self.t.whole_teacher_backbone()  # every rank (FSDP gathers shards)
-        verdict = None
-        if teacher is not None:
-            with torch.random.fork_rng(devices=[]):
-                scores = knn_scores(teacher, self.train_df, self.val_df, self.t.cfg.data.monitor_size, self.t.device)
-            verdict = self.guard.update(step, scores)
-            path = self.t.out_dir / "monitor.csv"
-            new = not path.is_file() or path.stat().st_size == 0
-            with open(path, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=collapse.MONITOR_COLUMNS, extrasaction="ignore")
-                if new:
-                    writer.writeheader()
-                writer.writerow(self.guard.row(step, scores, verdict))
-            change = "" if verdict.change is None else f" ({self.guard.metric} {verdict.change:+.4f} from the start)"
-            log.info("step %d: kNN (k=5) accuracy %.4f, macro AUROC %.4f%s", step, scores["knn_accuracy"],
-                     scores["knn_macro_auroc"], change)
-        if dist.is_initialized():
-            box = [verdict]
-            dist.broadcast_object_list(box, src=0)
-            verdict = box[0]
-        barrier()
-        assert verdict is not None
-        return verdict
+        if teacher is None:
+            return
+        cfg = self.cfg
+        arch = {"name": cfg.model.arch, **to_dict(cfg.model)}
+        path = ckpt.export_teacher(teacher, self.out_dir / "export", arch)
+        log.info("teacher backbone exported to %s", path)
+        if self.model.student.knowledge_head is not None and not self.fsdp:
+            export_knowledge_head(self.model.student.knowledge_head, self.text_prototypes, self.classes,
+                                  cfg.losses.knowledge, self.out_dir / "export")
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, resume_from: str | Path | None = None,

@@ -8,9 +8,18 @@ never contains an absolute path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from dermino.config import AtLeast1, Device, NonNegative, Positive, Probability, Range
+from dermino.config import (
+    AtLeast1,
+    Checked,
+    Device,
+    NonNegative,
+    Positive,
+    Probability,
+    Range,
+    Rule,
+)
 
 HEADS = ("linear", "upernet")
 
@@ -18,6 +27,11 @@ HEADS = ("linear", "upernet")
 @dataclass
 class AugmentConfig:
     """Joint image/mask augmentation: the same geometry is applied to both."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda a: len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 1,
+             "augment.scale must be [low, high] in (0, 1]"),
+    )
 
     enabled: bool = True
     hflip: Annotated[float, Probability] = 0.5
@@ -28,8 +42,14 @@ class AugmentConfig:
 
 
 @dataclass
-class SegmentConfig:
-    manifest: str = ""
+class SegmentConfig(Checked):
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: len(c.img_size) in (1, 2) and min(c.img_size) > 0,
+             "img_size must be [side] or [height, width], each > 0"),
+        Rule(lambda c: c.dice_weight + c.ce_weight > 0, "dice_weight and ce_weight must not both be 0"),
+    )
+
+    manifest: str = ""  # required to train (checked when training starts)
     name: str = ""  # backbone label in results (default: the backbone name)
     backbone: str = "dermino_vit_base_14"  # registry name for dermino.models.create
     weights: str | None = None  # local checkpoint; None = random init (tests, smoke runs)
@@ -42,8 +62,8 @@ class SegmentConfig:
     lr: Annotated[float, Positive] = 1e-3
     weight_decay: Annotated[float, NonNegative] = 0.0
     warmup_epochs: Annotated[float, NonNegative] = 0.0
-    dice_weight: float = 1.0  # loss = dice_weight * soft Dice loss + ce_weight * cross-entropy
-    ce_weight: float = 1.0
+    dice_weight: Annotated[float, NonNegative] = 1.0  # loss = dice_weight * soft Dice loss + ce_weight * cross-entropy
+    ce_weight: Annotated[float, NonNegative] = 1.0
     dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
     upernet_channels: int = 64  # the usual mmseg value is 512; 64 keeps CPU runs light
     layers: list[int] = field(default_factory=list)  # backbone blocks fed to the head (default: auto)
@@ -51,7 +71,7 @@ class SegmentConfig:
     backbone_lr: Annotated[float, Positive] = 1e-5  # only used when finetune_backbone
     cache_features: bool = True  # frozen backbone + augmentation off: embed each image once
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mask_threshold: float | None = None  # accept soft/anti-aliased masks: lesion >= this x top level
+    mask_threshold: Annotated[float | None, Range(gt=0, le=1)] = None  # accept soft/anti-aliased masks: lesion >= this x top level
     train_split: str = "train"
     val_split: str = "val"  # model selection; the test split is never looked at while training
     test_split: str = "test"
@@ -62,22 +82,6 @@ class SegmentConfig:
     num_workers: int = 0
     bootstrap: Annotated[int, NonNegative] = 1000
     progress: bool = True
-
-    def validate(self) -> None:
-        if not self.manifest:
-            raise ValueError("segment config: 'manifest' is required")
-        if self.head not in HEADS:
-            raise ValueError(f"segment config: head must be one of {HEADS}, got {self.head!r}")
-        if len(self.img_size) not in (1, 2) or min(self.img_size) <= 0:
-            raise ValueError(f"segment config: img_size must be [side] or [height, width], got {self.img_size}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("segment config: epochs and batch_size must be >= 1")
-        if self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
-            raise ValueError("segment config: dice_weight/ce_weight must be >= 0 and not both 0")
-        if self.mask_threshold is not None and not 0 < self.mask_threshold <= 1:
-            raise ValueError(f"segment config: mask_threshold must be in (0, 1], got {self.mask_threshold}")
-        if len(self.augment.scale) != 2 or not 0 < self.augment.scale[0] <= self.augment.scale[1] <= 1:
-            raise ValueError(f"segment config: augment.scale must be [low, high] in (0, 1], got {self.augment.scale}")
 
     @property
     def size_hw(self) -> tuple[int, int]:

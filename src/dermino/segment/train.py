@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dermino.config import save_config, to_dict
+from dermino.config import ConfigError, save_config, to_dict
 from dermino.data.manifest import read_manifest
 from dermino.files import save_atomic
 from dermino.progress import tqdm
@@ -96,6 +96,8 @@ def train_segmentation(cfg: SegmentConfig, model: SegmentationModel | None = Non
     saved in the checkpoints unless ``cfg.weights`` names the file it came from.
     """
     cfg.validate()
+    if not cfg.manifest:
+        raise ConfigError("segment config: 'manifest' is required (a manifest with a mask column)")
     seed_everything(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

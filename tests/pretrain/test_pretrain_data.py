@@ -23,7 +23,7 @@ from dermino.data.images import ImageReadError
 from dermino.data.masking import MaskingConfig
 from dermino.data.transforms import CropsConfig, MultiCropTransform
 
-SAMPLE = Path(__file__).resolve().parents[1] / "src" / "dermino" / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "dermino" / "sample_data"
 
 
 @pytest.fixture(scope="module")

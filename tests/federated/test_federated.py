@@ -20,16 +20,6 @@ FAST = ["embed.image_size=56", "embed.pool=mean", "backbone.overrides.depth=2", 
         "train.lr=1e-3", "compare.n_resamples=30"]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    from dermino.data.sample import sample_manifests
-
-    root = tmp_path_factory.mktemp("fed")
-    paths = sample_manifests(root / "manifests", seed=0)
-    manifests = "[" + ",".join(str(p) for p in paths.values()) + "]"
-    return root, [f"data.manifests={manifests}", f"embed.cache_dir={root / 'cache'}"]
-
-
 def cfg_for(work, name: str, *extra: str) -> FederatedConfig:
     root, base = work
     return load_federated_config(None, [*FAST, *base, f"out_dir={root / name}", *extra])
@@ -98,7 +88,7 @@ def test_simulation_beats_random_init_and_logs_per_client(work):
     weighted = sum(r["val-loss"] * r["num-examples"] for r in ev) / sum(r["num-examples"] for r in ev)
     assert history["evaluate"]["3"]["val-loss"] == pytest.approx(weighted)
     # the global model beats its random initialisation on the clients' validation rows
-    from dermino.federated.task import client_features
+    from dermino.federated.trainable import site_inputs
 
     df = load_manifests(cfg.data, out)
     start = init_head(head.fc.weight.shape[1], len(classes))
@@ -106,15 +96,15 @@ def test_simulation_beats_random_init_and_logs_per_client(work):
     for c in history["clients"].values():
         d = client_data(df, cfg.data, c, classes)
         va = d.rows("val")
-        f = client_features(cfg, d)[va]
+        f = site_inputs(cfg, d)[va]
         gain += (evaluate_head(start, f, d.y[va])["loss"] - evaluate_head(head, f, d.y[va])["loss"]) * len(va)
         total += len(va)
     assert gain / total > 0.05  # count-weighted validation cross-entropy drops below the random start's
     # a process holding every site's images embeds each once and hands out the same features
-    from dermino.federated.task import preload_features
+    from dermino.federated.trainable import preload_inputs
 
-    assert preload_features(cfg, df) == len(df)
-    assert np.array_equal(client_features(cfg, d), client_features(cfg, d))
+    assert preload_inputs(cfg, df) == len(df)
+    assert np.array_equal(site_inputs(cfg, d), site_inputs(cfg, d))
 
 
 def test_clients_send_only_parameters_and_counts(work):

@@ -8,15 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dermino.data.sample import sample_manifests
 from dermino.pretrain.config import tiny_config
 from dermino.pretrain.trainer import BadStepsError, Trainer, load_pretrain_manifest, pretrain
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("manifests")
-    return [str(p) for p in sample_manifests(out).values()]
 
 
 def test_nan_guard_skips_poisoned_steps_and_stops_after_k(tmp_path, manifests):
@@ -51,6 +44,7 @@ def test_tiny_run_writes_outputs_and_export(tmp_path, manifests):
     out = pretrain(cfg)
     monitor = pd.read_csv(out / "monitor.csv")
     assert monitor["step"].tolist() == [2, 4] and monitor["knn_accuracy"].between(0, 1).all()
+    assert monitor["rankme"].between(1, 64).all()  # effective rank of 64-d embeddings
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["step"].tolist() == [1, 2, 3, 4]
     assert metrics["loss"].notna().all() and (metrics["images_per_s"] > 0).all() and (metrics["mfu"] > 0).all()

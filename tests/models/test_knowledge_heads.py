@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dermino.losses.knowledge import class_prior_floor, knowledge_loss
-from dermino.losses.knowledge_heads import (
+from dermino.models.knowledge_heads import (
     Eq5Head,
     ProjectionHead,
     SigmoidMatchHead,

@@ -10,12 +10,8 @@ from __future__ import annotations
 import pytest
 
 from _net import CHROMEDRIVER, CHROMIUM, chromium, serve_in_thread
-from _serve_fixtures import TINY, ham_images, tiny_classifier
-from dermino.data.sample import sample_manifests
-from dermino.segment.config import SegmentConfig
-from dermino.segment.heads import build_segmentation_model
+from _serve_fixtures import ham_images
 from dermino.serve.app import create_app
-from dermino.serve.index_build import build_index
 from dermino.serve.service import Service
 
 pytestmark = pytest.mark.skipif(
@@ -25,14 +21,9 @@ pytest.importorskip("selenium.webdriver")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
-    clf = tiny_classifier()
-    ham = sample_manifests(tmp / "m")["ham10000"]
-    index = build_index(clf, ham, tmp / "index", splits=["train"], cache_dir=str(tmp / "c"), progress=False)
-    seg_cfg = SegmentConfig(manifest="unused", backbone="dermino_vit_tiny_14", backbone_overrides=dict(TINY),
-                            img_size=[56])
-    app = create_app(Service(clf, index, (build_segmentation_model(seg_cfg).eval(), seg_cfg)))
+def server(service_parts):
+    clf, index, segmenter, _ = service_parts
+    app = create_app(Service(clf, index, segmenter))
     with serve_in_thread(app) as url:
         yield url
 

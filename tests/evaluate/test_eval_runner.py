@@ -116,7 +116,7 @@ def test_shipped_configs_load(name):
     from dermino.config import load_config
     from dermino.evaluate.config import EvalConfig
 
-    cfg = load_config(EvalConfig, Path(__file__).resolve().parents[1] / "configs" / "eval" / name)
+    cfg = load_config(EvalConfig, Path(__file__).resolve().parents[2] / "configs" / "eval" / name)
     cfg.validate()
     assert cfg.backbones and cfg.datasets
     for ds in cfg.datasets:

@@ -15,7 +15,7 @@ import pytest
 from _net import free_port
 from _study_fixtures import make_study
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def start(folder: Path, port: int, log: Path) -> subprocess.Popen:

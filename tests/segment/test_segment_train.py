@@ -18,7 +18,7 @@ from dermino.segment.data import mask_pairs
 from dermino.segment.heads import build_segmentation_model
 from dermino.segment.predict import evaluate_pairs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 112}
 
 

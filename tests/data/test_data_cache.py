@@ -26,7 +26,7 @@ from dermino.data.masking import MaskingConfig
 from dermino.data.sample import sample_manifests
 from dermino.data.transforms import CropsConfig, MultiCropTransform
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 96  # below the sample's 150 px short side, so every image is really resized
 
 

@@ -64,6 +64,49 @@ def test_meteor_identical_is_one_and_paraphrase_lower():
     assert per[1] < 0.3
 
 
+# dermatology phrases the Python approximation splits and the COCO pipeline keeps whole
+DERM_CANDIDATES = ["blue-whitish veil and dots/globules; it's asymmetric",
+                   "a pigment network with blue-whitish veil",
+                   "it's a regular dots/globules pattern",
+                   "no streaks, no blue-whitish veil",
+                   "melanocytic nevus with a pigment network"]
+DERM_REFERENCES = [["blue-whitish veil and irregular dots/globules; it's asymmetric"],
+                   ["an atypical pigment network with a blue-whitish veil"],
+                   ["it's a regular pattern of dots/globules"],
+                   ["no streaks and no blue-whitish veil"],
+                   ["melanocytic nevus with a typical pigment network"]]
+
+
+@pytest.mark.skipif(not M.java_available(), reason="the COCO tokenizer (PTBTokenizer) needs a Java runtime")
+def test_scores_equal_the_standard_coco_pipeline_on_dermatology_phrases():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    # the pipeline as pycocoevalcap's COCOEvalCap runs it: PTBTokenizer, then each scorer
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(DERM_REFERENCES)})
+    res = tok.tokenize({i: [{"caption": c}] for i, c in enumerate(DERM_CANDIDATES)})
+    assert "blue-whitish" in res[0][0].split() and "dots/globules" in res[0][0].split() and "'s" in res[0][0].split()
+    s = M.caption_scores(DERM_CANDIDATES, DERM_REFERENCES, use_meteor=False)
+    assert s.notes["tokenizer"].startswith("ptb")
+    assert s.corpus["bleu4"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][3], abs=1e-12)
+    assert s.corpus["cider"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
+    assert s.corpus["rougeL_coco"] == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
+    # the Python fallback differs on exactly these phrases, and says so
+    fb = M.caption_scores(DERM_CANDIDATES, DERM_REFERENCES, use_meteor=False, tokenizer="python")
+    assert fb.notes["tokenizer"].startswith("python fallback") and fb.corpus["bleu4"] != s.corpus["bleu4"]
+
+
+def test_python_fallback_is_used_and_recorded_without_java(monkeypatch):
+    monkeypatch.setattr(M, "java_available", lambda: False)
+    s = M.caption_scores(["a melanoma"], [["a melanoma with streaks"]])
+    assert s.notes["tokenizer"].startswith("python fallback") and s.notes["meteor"].startswith("skipped")
+    with pytest.raises(RuntimeError, match="Java"):
+        M.caption_scores(["a"], [["a"]], tokenizer="ptb")
+
+
 def test_caption_scores_notes_skipped_meteor():
     s = M.caption_scores(["a melanoma"], [["a melanoma with streaks"]], use_meteor=False)
     assert "meteor" not in s.corpus and s.notes["meteor"].startswith("skipped")

@@ -97,12 +97,14 @@ def test_masked_tokens_are_replaced_by_the_mask_token_through_the_engine():
 
 def test_terms_are_switchable_and_weighted():
     batch = make_batch(2)
-    full = make_model().compute_loss(batch, 0.04)
+    full = make_model(gram=True).compute_loss(batch, 0.04)
     assert all(torch.isfinite(full.terms[k]) and full.terms[k] != 0 for k in TERMS)
     cfg = tiny_config()
     manual = (full.terms["dino_global"] + full.terms["dino_local"] + full.terms["ibot"]
-              + cfg.losses.koleo.weight * full.terms["koleo"] + full.terms["knowledge"])
+              + cfg.losses.koleo.weight * full.terms["koleo"] + full.terms["knowledge"]
+              + cfg.losses.gram.weight * full.terms["gram"])
     torch.testing.assert_close(full.loss, manual)
+    assert make_model().compute_loss(batch, 0.04).terms["gram"] == 0  # off by default
     no_k = make_model(knowledge=False)
     assert no_k.student.knowledge_head is None
     out = no_k.compute_loss(batch, 0.04)

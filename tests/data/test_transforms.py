@@ -10,7 +10,7 @@ import torch
 from dermino.data.images import read_rgb
 from dermino.data.transforms import CropsConfig, MultiCropTransform, eval_transform
 
-SAMPLE = Path(__file__).resolve().parents[1] / "src" / "dermino" / "sample_data" / "ham10000" / "images"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "dermino" / "sample_data" / "ham10000" / "images"
 
 
 @pytest.fixture(scope="module")

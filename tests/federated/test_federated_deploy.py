@@ -35,7 +35,7 @@ import yaml
 from _net import free_ports
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_certificates(folder: Path) -> dict[str, str]:
@@ -85,7 +85,8 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     from dermino.federated.deployment import TLS, flower_env, supernode_command
     from dermino.federated.partitions import class_names, client_data, client_names, load_manifests
     from dermino.federated.server_app import load_global
-    from dermino.federated.task import client_features, evaluate_head
+    from dermino.federated.task import evaluate_head
+    from dermino.federated.trainable import site_inputs
 
     manifests = sample_manifests(tmp_path / "manifests", seed=0)
     config = tmp_path / "federated.yaml"
@@ -102,7 +103,7 @@ def test_superlink_and_supernodes_with_tls_survive_a_killed_client(tmp_path):
     clients = client_names(df, cfg.data)
     classes = class_names(df, cfg.data, clients)
     sites = {c: client_data(df, cfg.data, c, classes) for c in clients}
-    feats = {c: client_features(cfg, d) for c, d in sites.items()}  # warm the cache the sites share
+    feats = {c: site_inputs(cfg, d) for c, d in sites.items()}  # warm the cache the sites share
 
     certs = make_certificates(tmp_path / "certs")
     link, *appio = free_ports(4)

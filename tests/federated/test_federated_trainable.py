@@ -28,16 +28,6 @@ FAST = ["embed.image_size=56", "embed.pool=mean", "backbone.overrides.depth=2", 
         "strategy.rounds=1", "strategy.fraction_evaluate=0", "train.lr=1e-3", "train.local_epochs=1"]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    from dermino.data.sample import sample_manifests
-
-    root = tmp_path_factory.mktemp("fedtrain")
-    paths = sample_manifests(root / "manifests", seed=0)
-    manifests = "[" + ",".join(str(p) for p in paths.values()) + "]"
-    return root, [f"data.manifests={manifests}", f"embed.cache_dir={root / 'cache'}"]
-
-
 def cfg_for(work, name: str, *extra: str):
     root, base = work
     return load_federated_config(None, [*FAST, *base, f"out_dir={root / name}", *extra])

@@ -24,7 +24,7 @@ from dermino.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 open_clip = pytest.importorskip("open_clip")
 
-IMAGE = Path(__file__).resolve().parents[1] / "src/dermino/sample_data/ham10000/images/ISIC_0031643.jpg"
+IMAGE = Path(__file__).resolve().parents[2] / "src/dermino/sample_data/ham10000/images/ISIC_0031643.jpg"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dermino.losses.knowledge import class_prior_floor, knowledge_loss
-from dermino.losses.knowledge_heads import SigmoidMatchHead
+from dermino.models.knowledge_heads import SigmoidMatchHead
 from dermino.pretrain.knowledge_monitor import head_diagnostics, macro_auroc_masked
 
 

@@ -12,28 +12,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from _serve_fixtures import TINY, ham_images, tiny_classifier
-from dermino.data.sample import sample_manifests
-from dermino.segment.config import SegmentConfig
-from dermino.segment.heads import build_segmentation_model
+from _serve_fixtures import ham_images, tiny_classifier
 from dermino.serve.app import create_app
 from dermino.serve.batching import MicroBatcher
 from dermino.serve.index import CaseIndex
-from dermino.serve.index_build import build_index
 from dermino.serve.service import Service
 from dermino.serve.uploads import UploadLimits
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
-    clf = tiny_classifier()
-    ham = sample_manifests(tmp / "manifests")["ham10000"]
-    index = build_index(clf, ham, tmp / "index", splits=["train"], cache_dir=str(tmp / "cache"), progress=False)
-    seg_cfg = SegmentConfig(manifest="unused", backbone="dermino_vit_tiny_14", backbone_overrides=dict(TINY),
-                            img_size=[56])
-    segmenter = (build_segmentation_model(seg_cfg).eval(), seg_cfg)
-    return clf, index, segmenter, tmp
+def parts(service_parts):
+    return service_parts
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +232,7 @@ def test_service_from_saved_folders(parts, tmp_path):
     # the shipped config loads and validates
     from pathlib import Path as P
 
-    cfg = load_config(ClassifierConfig, P(__file__).parents[1] / "configs" / "classifier" / "linear.yaml")
+    cfg = load_config(ClassifierConfig, P(__file__).parents[2] / "configs" / "classifier" / "linear.yaml")
     assert cfg.val_split == "" and cfg.pool == "cls"
     with pytest.raises(ValueError):
         load_config(ClassifierConfig, None, ["pool=max"]).validate()
