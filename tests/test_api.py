@@ -15,6 +15,7 @@ import dermino
 from dermino.cli import main
 from dermino.data.manifest import read_manifest
 from dermino.data.sample import sample_manifests
+from dermino.features import EmbedConfig, eval_transform
 from dermino.models import create, export_backbone, list_backbones
 
 try:  # the registry may live in its own module (issue 12); the public names stay in dermino.models
@@ -83,9 +84,10 @@ def test_api_export_and_every_baseline(ph2, tmp_path):
 def test_api_loads_every_baseline(ph2):
     _, _, paths = ph2
     for name in list_backbones():
-        tiny = tiny_overrides(name)  # a 2 x 2 patch grid at the tiny size (patch 14 or 16)
-        size = tiny.get("img_size") or tiny.get("vision", {}).get("image_size") or (28 if tiny else 56)
-        m = dermino.load(name, image_size=size, **tiny)
+        m = dermino.load(name, **tiny_overrides(name))
+        ps = m.backbone.patch_size
+        size = 2 * ps if ps else 56  # the tiny models' own 2 x 2 patch grid
+        m.transform = eval_transform(m.backbone, EmbedConfig(image_size=size, preprocess="config"))
         feats = m.embed(paths[:2], pool="cls")
         assert feats.shape == (2, m.config["embed_dim"]) and np.isfinite(feats).all(), name
         if m.config["preprocessing"] and m.config["preprocessing"]["pool"] == "proj":  # pool 'auto' = the joint embedding
