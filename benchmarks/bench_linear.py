@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     y = rng.integers(0, args.classes, size=args.n)
-    x = (rng.standard_normal((args.n, args.dim)) + 0.04 * rng.standard_normal((args.classes, args.dim))[y])
+    x = (rng.standard_normal((args.n, args.dim)) + 0.1 * rng.standard_normal((args.classes, args.dim))[y])
     x = x.astype(np.float32)
     n_val = args.n // 8
     n_test = args.n // 4

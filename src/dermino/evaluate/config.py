@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dermino.evaluate.calibration import CalibrationConfig
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
 from dermino.evaluate.linear import LinearConfig
 from dermino.evaluate.zero_shot import ZeroShotConfig
 from dermino.features import EmbedConfig
 
-PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot")
+PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot", "calibration")
 
 
 @dataclass
@@ -71,6 +72,8 @@ class EvalConfig:
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # backbones with an exported knowledge head
+    # per-group ECE and equalised-odds gaps of fairness.protocol's predictions, over fairness.attributes
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         if not self.backbones:

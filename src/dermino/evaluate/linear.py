@@ -255,4 +255,6 @@ def linear_protocol(task: EvalTask, cfg: LinearConfig | None = None) -> Predicti
         task.features[tr], task.y[tr], task.n_classes, task.features[va], task.y[va], cfg
     )
     probs = probe.predict_proba(task.features[te])
-    return Predictions(rows=te, y_true=task.y[te], probs=probs, pred=probs.argmax(1), info=probe.info())
+    val_probs = probe.predict_proba(task.features[va]) if len(va) else None
+    return Predictions(rows=te, y_true=task.y[te], probs=probs, pred=probs.argmax(1), info=probe.info(),
+                       val_probs=val_probs, val_y=task.y[va] if len(va) else None)

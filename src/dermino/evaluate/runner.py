@@ -209,6 +209,34 @@ def _zero_shot(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, out: Path) 
                   out_dir=out / "results", progress=cfg.progress)
 
 
+def _calibration(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, preds: Predictions,
+                 attrs: dict[str, np.ndarray], common: dict, out: Path) -> None:
+    """Per-group ECE (after temperature scaling on validation) and equalised-odds gaps, with CIs."""
+    from dermino.evaluate.calibration import flagged_gaps, group_calibration_report
+
+    if preds.val_probs is None:
+        log.info("calibration: %s predictions carry no validation rows; skipped", cfg.fairness.protocol)
+        return
+    rep = group_calibration_report(preds, attrs, preds.probs.shape[1], cfg.calibration,
+                                   n_resamples=cfg.bootstrap, seed=cfg.seed)
+    metrics = {"ece": Metric(**rep["overall"]["ece_after"]), "ece_before": Metric(**rep["overall"]["ece_before"])}
+    for attr, entry in rep["attributes"].items():
+        for g, e in entry["groups"].items():
+            metrics[f"ece|{attr}={g}"] = Metric(**e["ece"])
+        gaps = [(f"ece_gap|{attr}", entry.get("ece_gap"))] + [
+            (f"{r}_gap|{attr}|class={c}", cls[f"{r}_gap"])
+            for c, cls in entry.get("equalized_odds", {}).items() for r in ("tpr", "fpr")]
+        for key, gap in gaps:
+            if gap:
+                metrics[key] = Metric(gap["value"], gap["ci_low"], gap["ci_high"])
+    flags = flagged_gaps(rep)
+    for line in flags:
+        log.warning("%s on %s: %s (CI excludes zero)", bb.name, spec.name, line)
+    write_result(Result(bb.name, spec.name, f"calibration-{cfg.fairness.protocol}", metrics,
+                        config={**common, "calibration": asdict(cfg.calibration), "fairness": asdict(cfg.fairness)},
+                        extra={"report": rep, "flags": flags}), out / "results")
+
+
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Evaluate every backbone on every dataset; return the output folder."""
     from dermino.evaluate.plots import make_plots
@@ -225,7 +253,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     for spec, ds in zip(cfg.datasets, prepared, strict=True):
         log.info("%s: %s", spec.name, {s: int((ds.split == s).sum()) for s in ("train", "val", "test")})
         attrs: dict[str, np.ndarray] = {}
-        if "fairness" in cfg.protocols:
+        if "fairness" in cfg.protocols or "calibration" in cfg.protocols:
             if "skin_tone" in cfg.fairness.attributes:
                 _skin_tone(ds, cfg.progress)
             test = ds.split == "test"
@@ -244,8 +272,9 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 "ci": "percentile bootstrap, 95 %",
             }
             by_protocol: dict[str, Predictions] = {}
+            needed = set(cfg.protocols) | ({cfg.fairness.protocol} if "calibration" in cfg.protocols else set())
             for name in ("knn", "linear"):
-                if name not in cfg.protocols:
+                if name not in needed:
                     continue
                 preds = protocols[name](task)
                 by_protocol[name] = preds
@@ -284,6 +313,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 write_result(Result(bb.name, spec.name, f"fairness-{cfg.fairness.protocol}", metrics,
                                     config={**common, "fairness": asdict(cfg.fairness)},
                                     extra={"attributes": rep}), out / "results")
+            if "calibration" in cfg.protocols and attrs:
+                _calibration(cfg, bb, spec, by_protocol[cfg.fairness.protocol], attrs, common, out)
     write_tables(out, reference=cfg.reference or cfg.backbones[0].name, metric=cfg.main_metric,
                  n_resamples=cfg.bootstrap, seed=cfg.seed)
     make_plots(out, metric=cfg.main_metric)
