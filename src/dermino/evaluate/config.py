@@ -12,11 +12,13 @@ from typing import Any
 from dermino.evaluate.calibration import CalibrationConfig
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
+from dermino.evaluate.label_efficiency import LabelEfficiencyConfig
 from dermino.evaluate.linear import LinearConfig
+from dermino.evaluate.retrieval import RetrievalConfig
 from dermino.evaluate.zero_shot import ZeroShotConfig
 from dermino.features import EmbedConfig
 
-PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot", "calibration")
+PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot", "calibration", "label_efficiency", "retrieval")
 
 
 @dataclass
@@ -45,6 +47,8 @@ class DatasetSpec:
     assign_test_fraction: float = 0.0
     max_train: int = 0  # subsample for quick runs (0 = all)
     max_test: int = 0
+    prompts: str = ""  # zero-shot prompts YAML; "" = configs/eval/prompts/<longest prefix of name>.yaml
+    caption_column: str = "caption"  # image-to-text retrieval reads captions here (when present)
 
 
 @dataclass
@@ -74,6 +78,9 @@ class EvalConfig:
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # backbones with an exported knowledge head
     # per-group ECE and equalised-odds gaps of fairness.protocol's predictions, over fairness.attributes
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    label_efficiency: LabelEfficiencyConfig = field(default_factory=LabelEfficiencyConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    preset: str = ""  # set by --preset (recorded in config.yaml); see evaluate/presets.py
 
     def validate(self) -> None:
         if not self.backbones:

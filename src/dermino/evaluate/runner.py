@@ -237,6 +237,89 @@ def _calibration(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, preds: Pr
                         extra={"report": rep, "flags": flags}), out / "results")
 
 
+def _proj_features(model: torch.nn.Module, ds: PreparedDataset, cfg: EvalConfig, bb: BackboneSpec) -> np.ndarray:
+    """The joint image-text embedding (pool ``proj``) of every row, through the same cache."""
+    from dataclasses import replace
+
+    emb = extract_embeddings(model, ds.df, replace(cfg.embed, pool="proj"), weights=bb.weights, model_name=bb.name,
+                             progress=cfg.progress)
+    return emb.features
+
+
+def _zero_shot_text(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, ds: PreparedDataset,
+                    model: torch.nn.Module, common: dict, out: Path, images: np.ndarray) -> None:
+    """Zero-shot through the backbone's own text tower, when it has one and the dataset a prompts file."""
+    from dermino.evaluate.zero_shot_text import (
+        class_text_embeddings,
+        find_prompts,
+        load_prompts,
+        to_task_classes,
+        zero_shot_text_probs,
+    )
+    from dermino.models.text import text_tower
+
+    tower = text_tower(model)
+    path = find_prompts(spec.name, spec.prompts)
+    if tower is None or path is None:
+        log.info("zero-shot (text): %s on %s skipped (%s)", bb.name, spec.name,
+                 "no text tower" if tower is None else "no prompts file")
+        return
+    prompts = load_prompts(path)
+    names, text = class_text_embeddings(tower, prompts)
+    te = np.flatnonzero(ds.split == "test")
+    proj = _proj_features(model, ds, cfg, bb)[te]
+    probs = to_task_classes(zero_shot_text_probs(proj, text, float(tower.logit_scale)), names, ds.class_names,
+                            spec.positive)
+    preds = Predictions(rows=te, y_true=ds.y[te], probs=probs, pred=probs.argmax(1))
+    task = "zeroshot-text"
+    write_result(Result(bb.name, spec.name, task, _metrics_with_ci(preds, cfg),
+                        config={**common, "prompts_file": str(path), "template": tower.template},
+                        extra={"prompt_classes": names, "class_names": ds.class_names,
+                               "logit_scale": float(tower.logit_scale)}), out / "results")
+    stem = Path(result_filename(bb.name, spec.name, task)).stem
+    _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
+
+
+def _label_efficiency(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, task: EvalTask, common: dict,
+                      out: Path) -> None:
+    from dermino.evaluate.label_efficiency import run_label_efficiency
+
+    res = run_label_efficiency(task, cfg.label_efficiency, cfg.linear, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    metric = cfg.label_efficiency.metric
+    metrics = {f"{metric}@{p['fraction']:g}": Metric(p["value"], p["ci_low"], p["ci_high"], n=p["n_labelled"])
+               for p in res["points"]}
+    metrics["aulc"] = Metric(res["aulc"]["value"], res["aulc"]["ci_low"], res["aulc"]["ci_high"])
+    write_result(Result(bb.name, spec.name, "label-efficiency", metrics,
+                        config={**common, "label_efficiency": asdict(cfg.label_efficiency),
+                                "linear": asdict(cfg.linear)}, extra=res), out / "results")
+
+
+def _retrieval(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, ds: PreparedDataset, task: EvalTask,
+               model: torch.nn.Module, common: dict, out: Path) -> None:
+    """Image-to-image by diagnosis (test queries, train+val bank); image-to-text where captions exist."""
+    from dermino.evaluate.retrieval import image_to_image, image_to_text
+    from dermino.models.text import text_tower
+
+    bank = np.concatenate([task.rows("train"), task.rows("val")])
+    te = task.rows("test")
+    metrics = image_to_image(task.features[te], task.y[te], task.features[bank], task.y[bank],
+                             cfg.retrieval.ks, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    extra: dict = {"bank": "train+val", "queries": "test", "relevant": "same diagnosis"}
+    tower = text_tower(model)
+    col = spec.caption_column
+    if tower is not None and col in ds.df.columns:
+        caps = ds.df[col].fillna("").astype(str).to_numpy()[te]
+        has = np.flatnonzero(caps != "")
+        if len(has) >= 2:
+            with torch.inference_mode():
+                text = np.asarray(tower.encode(list(caps[has])), dtype=np.float32)
+            proj = _proj_features(model, ds, cfg, bb)[te][has]
+            metrics.update(image_to_text(proj, text, caps[has], cfg.retrieval.ks, cfg.bootstrap, cfg.seed))
+            extra["image_to_text"] = {"queries": int(len(has)), "caption_column": col}
+    write_result(Result(bb.name, spec.name, "retrieval", metrics,
+                        config={**common, "retrieval": asdict(cfg.retrieval)}, extra=extra), out / "results")
+
+
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Evaluate every backbone on every dataset; return the output folder."""
     from dermino.evaluate.plots import make_plots
@@ -290,6 +373,11 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
             if "zeroshot" in cfg.protocols:
                 _zero_shot(cfg, bb, spec, out)
+                _zero_shot_text(cfg, bb, spec, ds, model, common, out, images)
+            if "label_efficiency" in cfg.protocols:
+                _label_efficiency(cfg, bb, spec, task, common, out)
+            if "retrieval" in cfg.protocols:
+                _retrieval(cfg, bb, spec, ds, task, model, common, out)
             if "fewshot" in cfg.protocols:
                 curves = run_fewshot(task, cfg.fewshot, cfg.knn, cfg.linear)
                 metrics = {}
