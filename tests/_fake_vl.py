@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import numpy as np
 import torch
@@ -45,14 +46,17 @@ class FakeVL(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
         self.text_tower = HashTextTower(dim)
         self.fail = fail
+        self.seed = seed
 
     def forward_features(self, x: torch.Tensor) -> dict:
         if self.fail:
             raise RuntimeError("this backbone is broken on purpose")
         count = os.environ.get("DERMINO_TEST_EMBED_CALLS")
-        if count:
+        if count:  # one line per forward pass, naming the backbone (by seed)
             with open(count, "a") as fh:
-                fh.write("1\n")
+                fh.write(f"{self.seed}\n")
+        if os.environ.get("DERMINO_TEST_HANG_SEED") == str(self.seed):
+            time.sleep(600)  # stands in for a long embedding that gets killed
         stats = torch.cat([x.mean((2, 3)), x.std((2, 3)), x.amax((2, 3)), x.amin((2, 3))], 1)
         h = self.lin(stats)
         p = self.proj(h)

@@ -27,6 +27,7 @@ class BackboneSpec:
     model: str = ""  # registry name for dermino.models.create (default: name)
     weights: str | None = None  # local checkpoint file
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim, img_size
+    corpus: list[str] = field(default_factory=list)  # manifests of its declared pretraining data (contamination)
 
 
 @dataclass

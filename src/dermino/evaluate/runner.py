@@ -230,8 +230,9 @@ def _calibration(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, preds: Pr
             if gap:
                 metrics[key] = Metric(gap["value"], gap["ci_low"], gap["ci_high"])
     flags = flagged_gaps(rep)
-    for line in flags:
-        log.warning("%s on %s: %s (CI excludes zero)", bb.name, spec.name, line)
+    if flags:
+        log.warning("%s on %s: %d calibration / equalised-odds gap(s) with a CI excluding zero, e.g. %s",
+                    bb.name, spec.name, len(flags), flags[0])
     write_result(Result(bb.name, spec.name, f"calibration-{cfg.fairness.protocol}", metrics,
                         config={**common, "calibration": asdict(cfg.calibration), "fairness": asdict(cfg.fairness)},
                         extra={"report": rep, "flags": flags}), out / "results")
@@ -320,8 +321,11 @@ def _retrieval(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, ds: Prepare
                         config={**common, "retrieval": asdict(cfg.retrieval)}, extra=extra), out / "results")
 
 
-def run_evaluation(cfg: EvalConfig) -> Path:
-    """Evaluate every backbone on every dataset; return the output folder."""
+def run_evaluation(cfg: EvalConfig, tables: bool = True) -> Path:
+    """Evaluate every backbone on every dataset; return the output folder.
+
+    ``tables=False`` writes results and predictions only (the leaderboard runs one cell at a
+    time and builds its own table and plots from all cells' files)."""
     from dermino.evaluate.plots import make_plots
     from dermino.evaluate.tables import write_tables
     from dermino.models import create
@@ -403,6 +407,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                                     extra={"attributes": rep}), out / "results")
             if "calibration" in cfg.protocols and attrs:
                 _calibration(cfg, bb, spec, by_protocol[cfg.fairness.protocol], attrs, common, out)
+    if not tables:
+        return out
     write_tables(out, reference=cfg.reference or cfg.backbones[0].name, metric=cfg.main_metric,
                  n_resamples=cfg.bootstrap, seed=cfg.seed)
     make_plots(out, metric=cfg.main_metric)
