@@ -200,3 +200,18 @@ def test_seed_comparison_significant_only_when_every_seed_agrees(tmp_path):
     assert not flip["significant"]
     few = _seed_case(tmp_path, [1.5, 1.5], seeds=2)
     assert few["holds_across_seeds"] and not few["significant"] and "fewer than 3" in few["note"]
+
+
+@pytest.mark.slow
+def test_demo_leaderboard_function(fake_vl, tmp_path):
+    from dermino.data.sample import sample_manifests
+    from dermino.evaluate.leaderboard import demo_leaderboard
+    from dermino.report.leaderboard import write_leaderboard_report
+
+    ph2 = sample_manifests(tmp_path / "m")["ph2"]
+    out = demo_leaderboard([BackboneSpec("x", NAME), BackboneSpec("y", NAME, overrides={"seed": 2})],
+                           [DatasetSpec("ph2-sample", str(ph2))], tmp_path / "lb",
+                           embed={"image_size": 28, "cache_dir": str(tmp_path / "c")}, bootstrap=20)
+    html, _ = write_leaderboard_report(out)
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert {"x", "y"} == set(table.backbone) and "data:image/png;base64" in html.read_text()

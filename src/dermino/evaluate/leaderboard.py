@@ -323,3 +323,26 @@ def _json_default(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(type(obj).__name__)
+
+
+def demo_leaderboard(backbones: list[BackboneSpec], datasets: list[DatasetSpec], out_dir: str | Path,
+                     embed: dict | None = None, preset: str = "dermino-paper", bootstrap: int = 200,
+                     reference: str = "") -> Path:
+    """A small leaderboard for ``dermino demo`` (the demo wires it in and renders
+    ``dermino.report.leaderboard.write_leaderboard_report`` on the returned folder).
+
+    Cheap settings for a CPU budget: a two-value C grid, 200 bootstrap resamples, no skin-tone
+    estimate; resumable like any leaderboard, so a demo rerun costs only unfinished cells."""
+    from dermino.config import check_config, from_dict
+    from dermino.evaluate.presets import preset_data
+
+    data = preset_data(preset, {
+        "out_dir": str(out_dir), "bootstrap": bootstrap, "progress": False,
+        "backbones": [asdict(b) for b in backbones], "datasets": [asdict(d) for d in datasets],
+        "embed": embed or {}, "linear": {"Cs": [0.1, 1.0]},
+        "fairness": {"attributes": ["fitzpatrick", "sex", "age"], "min_group_size": 10},
+        "label_efficiency": {"fractions": [0.1, 0.3, 1.0], "seeds": 3},
+    })
+    cfg = check_config(from_dict(EvalConfig, data, where="demo leaderboard"), "demo leaderboard")
+    cfg.preset = preset
+    return run_leaderboard(cfg, LeaderboardOptions(reference=reference))
