@@ -215,3 +215,14 @@ def test_demo_leaderboard_function(fake_vl, tmp_path):
     html, _ = write_leaderboard_report(out)
     table = pd.read_csv(out / "leaderboard.csv")
     assert {"x", "y"} == set(table.backbone) and "data:image/png;base64" in html.read_text()
+    from _net import CHROMIUM, chromium
+
+    if not CHROMIUM:
+        pytest.skip("no chromium")
+    driver = chromium(tmp_path, 1200, 1600)
+    try:
+        driver.get(html.resolve().as_uri())
+        widths = driver.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+    finally:
+        driver.quit()
+    assert widths and all(w > 100 for w in widths)  # every plot decoded and rendered
