@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "maps": "maps",
     "evaluate": "evaluate",
     "compare": "compare",
+    "leaderboard": "leaderboard",
     "zero-shot": "zero_shot",
     "segment": "segment",
     "caption": "caption",

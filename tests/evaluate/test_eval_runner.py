@@ -60,11 +60,12 @@ def test_evaluate_end_to_end(shared_data, tmp_path, capsys):
             {"name": "tiny-b", "model": "dermino_vit_tiny_14", "overrides": {**tiny, "depth": 3}},
         ],
         "datasets": [{"name": "ham-small", "manifest": str(m)}],
-        "protocols": ["knn", "linear", "fewshot", "fairness"],
+        "protocols": ["knn", "linear", "fewshot", "fairness", "calibration"],
         "embed": {"image_size": 28, "batch_size": 16, "cache_dir": str(tmp_path / "cache")},
         "linear": {"epochs": 5, "weight_decays": [0.0, 0.01]},
         "fewshot": {"shots": [1, 2], "fractions": [0.5, 1.0], "seeds": 2},
         "fairness": {"attributes": ["sex", "age", "skin_tone"], "min_group_size": 2},
+        "calibration": {"min_group_size": 2},
     }
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -80,6 +81,10 @@ def test_evaluate_end_to_end(shared_data, tmp_path, capsys):
     assert 0 <= auc.ci_low <= auc.value <= auc.ci_high <= 1
     assert lin.config["bootstrap"] == 30 and lin.code_version
     assert set(lin.extra["per_class"]) == {"bkl", "mel", "nv"}
+    assert lin.extra["selection"]["probe"] == "lbfgs" and lin.extra["selection"]["C"] > 0
+    cal = next(r for r in results if r.backbone == "tiny-a" and r.task == "calibration-linear")
+    assert cal.extra["report"]["fitted_on"] == "val" and 0 <= cal.metrics["ece"].value <= 1
+    assert any(k.startswith("ece|sex=") for k in cal.metrics) and any(k.startswith("tpr_gap|sex") for k in cal.metrics)
     fair = next(r for r in results if r.task == "fairness-linear")
     assert {"sex", "age", "skin_tone"} <= set(fair.extra["attributes"])
     md = (out / "tables" / "summary.md").read_text()

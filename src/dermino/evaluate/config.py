@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from dermino.config import AtLeast1, Checked, NonEmpty, NonNegative, Range, Rule, SubsetOf
+from dermino.evaluate.calibration import CalibrationConfig
 from dermino.evaluate.fewshot import FewShotConfig
 from dermino.evaluate.knn import KNNConfig
+from dermino.evaluate.label_efficiency import LabelEfficiencyConfig
 from dermino.evaluate.linear import LinearConfig
+from dermino.evaluate.retrieval import RetrievalConfig
 from dermino.evaluate.zero_shot import ZeroShotConfig
 from dermino.features import EmbedConfig
 
-PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot")
+PROTOCOLS = ("knn", "linear", "fewshot", "fairness", "zeroshot", "calibration", "label_efficiency", "retrieval")
 
 
 @dataclass
@@ -25,6 +28,7 @@ class BackboneSpec:
     model: str = ""  # registry name for dermino.models.create (default: name)
     weights: str | None = None  # local checkpoint file
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim, img_size
+    corpus: list[str] = field(default_factory=list)  # manifests of its declared pretraining data (contamination)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class DatasetSpec:
     assign_test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
     max_train: Annotated[int, NonNegative] = 0  # subsample for quick runs (0 = all)
     max_test: Annotated[int, NonNegative] = 0
+    prompts: str = ""  # zero-shot prompts YAML; "" = configs/eval/prompts/<longest prefix of name>.yaml
+    caption_column: str = "caption"  # image-to-text retrieval reads captions here (when present)
 
 
 @dataclass
@@ -90,3 +96,8 @@ class EvalConfig(Checked):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # backbones with an exported knowledge head
+    # per-group ECE and equalised-odds gaps of fairness.protocol's predictions, over fairness.attributes
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    label_efficiency: LabelEfficiencyConfig = field(default_factory=LabelEfficiencyConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    preset: str = ""  # set by --preset (recorded in config.yaml); see evaluate/presets.py

@@ -209,8 +209,123 @@ def _zero_shot(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, out: Path) 
                   out_dir=out / "results", progress=cfg.progress)
 
 
-def run_evaluation(cfg: EvalConfig) -> Path:
-    """Evaluate every backbone on every dataset; return the output folder."""
+def _calibration(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, preds: Predictions,
+                 attrs: dict[str, np.ndarray], common: dict, out: Path) -> None:
+    """Per-group ECE (after temperature scaling on validation) and equalised-odds gaps, with CIs."""
+    from dermino.evaluate.calibration import flagged_gaps, group_calibration_report
+
+    if preds.val_probs is None:
+        log.info("calibration: %s predictions carry no validation rows; skipped", cfg.fairness.protocol)
+        return
+    rep = group_calibration_report(preds, attrs, preds.probs.shape[1], cfg.calibration,
+                                   n_resamples=cfg.bootstrap, seed=cfg.seed)
+    metrics = {"ece": Metric(**rep["overall"]["ece_after"]), "ece_before": Metric(**rep["overall"]["ece_before"])}
+    for attr, entry in rep["attributes"].items():
+        for g, e in entry["groups"].items():
+            metrics[f"ece|{attr}={g}"] = Metric(**e["ece"])
+        gaps = [(f"ece_gap|{attr}", entry.get("ece_gap"))] + [
+            (f"{r}_gap|{attr}|class={c}", cls[f"{r}_gap"])
+            for c, cls in entry.get("equalized_odds", {}).items() for r in ("tpr", "fpr")]
+        for key, gap in gaps:
+            if gap:
+                metrics[key] = Metric(gap["value"], gap["ci_low"], gap["ci_high"])
+    flags = flagged_gaps(rep)
+    if flags:
+        log.warning("%s on %s: %d calibration / equalised-odds gap(s) with a CI excluding zero, e.g. %s",
+                    bb.name, spec.name, len(flags), flags[0])
+    write_result(Result(bb.name, spec.name, f"calibration-{cfg.fairness.protocol}", metrics,
+                        config={**common, "calibration": asdict(cfg.calibration), "fairness": asdict(cfg.fairness)},
+                        extra={"report": rep, "flags": flags}), out / "results")
+
+
+def _proj_features(model: torch.nn.Module, ds: PreparedDataset, cfg: EvalConfig, bb: BackboneSpec) -> np.ndarray:
+    """The joint image-text embedding (pool ``proj``) of every row, through the same cache."""
+    from dataclasses import replace
+
+    emb = extract_embeddings(model, ds.df, replace(cfg.embed, pool="proj"), weights=bb.weights, model_name=bb.name,
+                             progress=cfg.progress)
+    return emb.features
+
+
+def _zero_shot_text(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, ds: PreparedDataset,
+                    model: torch.nn.Module, common: dict, out: Path, images: np.ndarray) -> None:
+    """Zero-shot through the backbone's own text tower, when it has one and the dataset a prompts file."""
+    from dermino.evaluate.zero_shot_text import (
+        class_text_embeddings,
+        find_prompts,
+        load_prompts,
+        to_task_classes,
+        zero_shot_text_probs,
+    )
+    from dermino.models.text import text_tower
+
+    tower = text_tower(model)
+    path = find_prompts(spec.name, spec.prompts)
+    if tower is None or path is None:
+        log.info("zero-shot (text): %s on %s skipped (%s)", bb.name, spec.name,
+                 "no text tower" if tower is None else "no prompts file")
+        return
+    prompts = load_prompts(path)
+    names, text = class_text_embeddings(tower, prompts)
+    te = np.flatnonzero(ds.split == "test")
+    proj = _proj_features(model, ds, cfg, bb)[te]
+    probs = to_task_classes(zero_shot_text_probs(proj, text, float(tower.logit_scale)), names, ds.class_names,
+                            spec.positive)
+    preds = Predictions(rows=te, y_true=ds.y[te], probs=probs, pred=probs.argmax(1))
+    task = "zeroshot-text"
+    write_result(Result(bb.name, spec.name, task, _metrics_with_ci(preds, cfg),
+                        config={**common, "prompts_file": str(path), "template": tower.template},
+                        extra={"prompt_classes": names, "class_names": ds.class_names,
+                               "logit_scale": float(tower.logit_scale)}), out / "results")
+    stem = Path(result_filename(bb.name, spec.name, task)).stem
+    _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
+
+
+def _label_efficiency(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, task: EvalTask, common: dict,
+                      out: Path) -> None:
+    from dermino.evaluate.label_efficiency import run_label_efficiency
+
+    res = run_label_efficiency(task, cfg.label_efficiency, cfg.linear, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    metric = cfg.label_efficiency.metric
+    metrics = {f"{metric}@{p['fraction']:g}": Metric(p["value"], p["ci_low"], p["ci_high"], n=p["n_labelled"])
+               for p in res["points"]}
+    metrics["aulc"] = Metric(res["aulc"]["value"], res["aulc"]["ci_low"], res["aulc"]["ci_high"])
+    write_result(Result(bb.name, spec.name, "label-efficiency", metrics,
+                        config={**common, "label_efficiency": asdict(cfg.label_efficiency),
+                                "linear": asdict(cfg.linear)}, extra=res), out / "results")
+
+
+def _retrieval(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, ds: PreparedDataset, task: EvalTask,
+               model: torch.nn.Module, common: dict, out: Path) -> None:
+    """Image-to-image by diagnosis (test queries, train+val bank); image-to-text where captions exist."""
+    from dermino.evaluate.retrieval import image_to_image, image_to_text
+    from dermino.models.text import text_tower
+
+    bank = np.concatenate([task.rows("train"), task.rows("val")])
+    te = task.rows("test")
+    metrics = image_to_image(task.features[te], task.y[te], task.features[bank], task.y[bank],
+                             cfg.retrieval.ks, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    extra: dict = {"bank": "train+val", "queries": "test", "relevant": "same diagnosis"}
+    tower = text_tower(model)
+    col = spec.caption_column
+    if tower is not None and col in ds.df.columns:
+        caps = ds.df[col].fillna("").astype(str).to_numpy()[te]
+        has = np.flatnonzero(caps != "")
+        if len(has) >= 2:
+            with torch.inference_mode():
+                text = np.asarray(tower.encode(list(caps[has])), dtype=np.float32)
+            proj = _proj_features(model, ds, cfg, bb)[te][has]
+            metrics.update(image_to_text(proj, text, caps[has], cfg.retrieval.ks, cfg.bootstrap, cfg.seed))
+            extra["image_to_text"] = {"queries": int(len(has)), "caption_column": col}
+    write_result(Result(bb.name, spec.name, "retrieval", metrics,
+                        config={**common, "retrieval": asdict(cfg.retrieval)}, extra=extra), out / "results")
+
+
+def run_evaluation(cfg: EvalConfig, tables: bool = True) -> Path:
+    """Evaluate every backbone on every dataset; return the output folder.
+
+    ``tables=False`` writes results and predictions only (the leaderboard runs one cell at a
+    time and builds its own table and plots from all cells' files)."""
     from dermino.evaluate.plots import make_plots
     from dermino.evaluate.tables import write_tables
     from dermino.models import create
@@ -225,7 +340,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     for spec, ds in zip(cfg.datasets, prepared, strict=True):
         log.info("%s: %s", spec.name, {s: int((ds.split == s).sum()) for s in ("train", "val", "test")})
         attrs: dict[str, np.ndarray] = {}
-        if "fairness" in cfg.protocols:
+        if "fairness" in cfg.protocols or "calibration" in cfg.protocols:
             if "skin_tone" in cfg.fairness.attributes:
                 _skin_tone(ds, cfg.progress)
             test = ds.split == "test"
@@ -245,8 +360,9 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 "ci": "percentile bootstrap, 95 %",
             }
             by_protocol: dict[str, Predictions] = {}
+            needed = set(cfg.protocols) | ({cfg.fairness.protocol} if "calibration" in cfg.protocols else set())
             for name in ("knn", "linear"):
-                if name not in cfg.protocols:
+                if name not in needed:
                     continue
                 preds = protocols[name](task)
                 by_protocol[name] = preds
@@ -262,6 +378,11 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 _save_predictions(out / "predictions" / f"{stem}.npz", preds, images, ds.class_names)
             if "zeroshot" in cfg.protocols:
                 _zero_shot(cfg, bb, spec, out)
+                _zero_shot_text(cfg, bb, spec, ds, model, common, out, images)
+            if "label_efficiency" in cfg.protocols:
+                _label_efficiency(cfg, bb, spec, task, common, out)
+            if "retrieval" in cfg.protocols:
+                _retrieval(cfg, bb, spec, ds, task, model, common, out)
             if "fewshot" in cfg.protocols:
                 curves = run_fewshot(task, cfg.fewshot, cfg.knn, cfg.linear)
                 metrics = {}
@@ -285,6 +406,10 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                 write_result(Result(bb.name, spec.name, f"fairness-{cfg.fairness.protocol}", metrics,
                                     config={**common, "fairness": asdict(cfg.fairness)},
                                     extra={"attributes": rep}), out / "results")
+            if "calibration" in cfg.protocols and attrs:
+                _calibration(cfg, bb, spec, by_protocol[cfg.fairness.protocol], attrs, common, out)
+    if not tables:
+        return out
     write_tables(out, reference=cfg.reference or cfg.backbones[0].name, metric=cfg.main_metric,
                  n_resamples=cfg.bootstrap, seed=cfg.seed)
     make_plots(out, metric=cfg.main_metric)

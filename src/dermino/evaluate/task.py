@@ -43,3 +43,6 @@ class Predictions:
     probs: np.ndarray  # (M, C)
     pred: np.ndarray  # (M,)
     info: dict = field(default_factory=dict)  # e.g. selected weight decay / epoch
+    # the same fitted model on the validation rows (temperature and thresholds are fitted here)
+    val_probs: np.ndarray | None = None
+    val_y: np.ndarray | None = None
