@@ -20,7 +20,7 @@ from _fake_vl import NAME, register_fake, unregister_fake
 from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
 from dermino.evaluate.leaderboard import COLUMNS, cell_dir, seed_comparisons
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: where _fake_vl.py lives
 SRC = TESTS.parent / "src"
 
 

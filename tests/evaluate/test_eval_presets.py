@@ -20,7 +20,7 @@ from dermino.evaluate.zero_shot_text import (
     zero_shot_text_probs,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "eval" / "prompts").glob("*.yaml")), ids=lambda p: p.stem)
