@@ -58,6 +58,9 @@ class DemoConfig:
     ablation: bool = True  # also pretrain without the knowledge loss
     federated: bool = True  # FedAvg across HAM10000's dx_type groups (simulated in this process)
     federated_lr: float = 2e-3
+    # a small leaderboard (preset dermino-paper: kNN, linear, fairness, calibration) of the demo's
+    # backbones and one library baseline (timm ResNet-18, random init) at the demo's input size
+    leaderboard: bool = True
 
 
 @dataclass
@@ -208,6 +211,26 @@ class Demo:
         run_evaluation(cfg)
         return {"out": str(self.out / "eval")}
 
+    def leaderboard(self) -> dict[str, Any]:
+        from dermino.evaluate.config import BackboneSpec, DatasetSpec
+        from dermino.evaluate.leaderboard import demo_leaderboard
+        from dermino.report.leaderboard import write_leaderboard_report
+
+        c = self.cfg
+        backbones = [BackboneSpec(name=label, model=DEMO_ARCH, weights=w, overrides=self.arch_overrides())
+                     for label, w in self.backbones.items()]
+        backbones.append(BackboneSpec(name="resnet18-timm", model="timm:resnet18"))
+        datasets = [
+            DatasetSpec(name="ham10000", manifest=str(self.manifests["ham10000"])),
+            DatasetSpec(name="isic2017-melanoma", manifest=str(self.manifests["isic2017"]),
+                        positive="melanoma", test_split="val", val_split=""),
+        ]
+        embed = {"image_size": c.eval_size, "cache_dir": str(self.out / "cache" / "embeddings"), "preprocess": "config"}
+        folder = demo_leaderboard(backbones, datasets, self.out / "leaderboard", embed=embed,
+                                  bootstrap=min(c.bootstrap, 200), reference="random-init")
+        write_leaderboard_report(folder, title="dermino demo: leaderboard")
+        return {"out": str(folder)}
+
     def segment(self) -> dict[str, Any]:
         from dermino.segment import SegmentConfig, evaluate_segmentation, train_segmentation
 
@@ -351,6 +374,10 @@ class Demo:
             cmd = "dermino pretrain " + " ".join(self.pretrain_overrides(run, knowledge))
             self._step(f"pretrain: {run}", cmd, lambda r=run, k=knowledge: self.pretrain(r, k))
         self._step("evaluate: kNN, linear probe, fairness, few-shot", "dermino evaluate --config eval_config.yaml", self.evaluate)
+        if self.cfg.leaderboard:
+            self._step("leaderboard: the demo's backbones and a library baseline, preset dermino-paper",
+                       "dermino leaderboard --preset dermino-paper --backbones hybrid,ssl-only,random-init,"
+                       "resnet18-timm --reference random-init", self.leaderboard)
         self._step("segment: linear head on the frozen backbone (PH2)", "dermino segment train --manifest manifests/ph2.csv --backbone ... --head linear", self.segment)
         self._step("similar-case retrieval", "dermino embed ... (nearest neighbours by cosine)", self.retrieval)
         self._step("deploy: calibrated classifier, similar-case index, attention maps, zero-shot",

@@ -133,3 +133,13 @@ def test_errors_name_the_problem(setup, tmp_path):
         extract_embeddings(tiny(), bad, cfg, progress=False)
     with pytest.raises(ValueError, match="patch tokens"):
         pool_features(torch.zeros(2, 4), "mean")
+
+
+def test_model_hash_covers_zero_dim_buffers():
+    """BatchNorm's num_batches_tracked is a 0-d integer tensor: hashing it must work and count."""
+    from dermino.features import model_hash
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    first = model_hash(net)
+    net[1].num_batches_tracked += 1
+    assert model_hash(net) != first

@@ -351,6 +351,16 @@ def _provenance_section(demo: DemoRun) -> Section:
     )
 
 
+def _leaderboard_sections(demo: DemoRun) -> list[Section]:
+    """The leaderboard step's forest, fairness and calibration plots (read from its folder)."""
+    folder = demo.out / "leaderboard"
+    if not (folder / "leaderboard.json").is_file():
+        return []
+    from dermino.report.leaderboard import leaderboard_sections
+
+    return leaderboard_sections(folder)
+
+
 def build_demo_report(out: str | Path) -> tuple[Path, Path]:
     """(report.html, report.md) of the demo folder ``out``, from its files."""
     demo = DemoRun.load(getattr(out, "out", out))  # a Demo-like object is read through its folder too
@@ -360,6 +370,7 @@ def build_demo_report(out: str | Path) -> tuple[Path, Path]:
         _pretrain_section(demo),
         _classification_section(demo),
         _fairness_section(demo),
+        *_leaderboard_sections(demo),
         _segmentation_section(demo),
         _retrieval_section(demo),
         _deploy_section(demo),
