@@ -56,7 +56,13 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Resize the shorter side, center crop, scale to [0, 1], normalise."""
+    """Resize the shorter side, center crop, scale to [0, 1], normalise.
+
+    The cost is bounded by the crop, not by the image: when resizing the whole image would
+    make it large (a thin 1 x 100,000 strip scaled up to ``resize`` on its short side would
+    need gigabytes), only the box of the original that the crop covers is resampled
+    (``source_box``). Ordinary images take the exact resize-then-crop path.
+    """
 
     image_size: int
     resize: int
@@ -64,14 +70,28 @@ class EvalTransform:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        w, h = img.size
+    def _resized(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(resized width, height, crop left, crop top) of the resize-then-crop recipe."""
+        w, h = size
         scale = self.resize / min(w, h)
         nw, nh = max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))
-        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
-        img = img.resize((nw, nh), resample[self.interpolation])
-        left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
-        img = img.crop((left, top, left + self.image_size, top + self.image_size))
+        return nw, nh, (nw - self.image_size) // 2, (nh - self.image_size) // 2
+
+    def source_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The box of an image of ``size`` (left, top, right, bottom, original pixels) that the crop covers."""
+        w, h = size
+        nw, nh, left, top = self._resized(size)
+        sx, sy, s = nw / w, nh / h, self.image_size
+        return left / sx, top / sy, (left + s) / sx, (top + s) / sy
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        nw, nh, left, top = self._resized(img.size)
+        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
+        s = self.image_size
+        if nw * nh <= 4 * s * s:
+            img = img.resize((nw, nh), resample).crop((left, top, left + s, top + s))
+        else:  # same pixels up to rounding, at the cost of the crop only
+            img = img.resize((s, s), resample, box=self.source_box(img.size))
         arr = np.asarray(img, dtype=np.float32) / 255.0
         t = torch.from_numpy(arr).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
