@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from _serve_fixtures import LABELS
 from _study_fixtures import make_study
 from dermino.study.app import create_study_app
 from dermino.study.db import current_revision, make_engine
@@ -44,8 +45,8 @@ def test_setup_folder_database_and_links(study):
     assert made.reader_tokens["alice"] not in hashes and len(hashes[0]) == 64  # digests only
     assert current_revision(make_engine(f"sqlite:///{made.folder / 'study.db'}")) == "0001"
     assert all((made.folder / img).is_file() for img, _, _ in cases)
-    # label space = the cases' diagnoses; AI help precomputed, never the case itself among similar cases
-    assert store.labels == sorted({t for _, t, _ in cases})
+    # label space = the classifier's classes, fixed at creation (never the cases' diagnoses); AI help precomputed
+    assert store.labels == LABELS and {t for _, t, _ in cases} <= set(store.labels)
     frame = store.answers_frame()
     assert frame.empty and "ai_top1" in frame
 

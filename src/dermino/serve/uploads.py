@@ -27,6 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from dermino.config import AtLeast1, Range, check_config
 from dermino.data.images import ImageReadError, decode_rgb
+from dermino.serve.body import MAX_UPLOAD_BYTES, BodyLimit
+
+__all__ = ["BodyLimit", "UploadError", "UploadLimits", "read_image", "save_upload", "shrink"]
 
 ALLOWED_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp")
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
@@ -34,7 +37,7 @@ ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
 
 @dataclass
 class UploadLimits:
-    max_bytes: Annotated[int, AtLeast1] = 15 * 1024 * 1024
+    max_bytes: Annotated[int, AtLeast1] = MAX_UPLOAD_BYTES
     max_pixels: Annotated[int, AtLeast1] = 40_000_000
     #: longer side of the image the models work on; larger uploads are shrunk to it
     max_side: Annotated[int, AtLeast1] = 2048
@@ -113,52 +116,3 @@ def save_upload(data: bytes, name: str, save_dir: str | Path) -> Path:
     tmp.replace(path)
     path.with_suffix(path.suffix + ".json").write_text(json.dumps({"client_name": name, "bytes": len(data)}))
     return path
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``max_body`` bytes, before parsing them."""
-
-    def __init__(self, app, max_body: int):
-        self.app, self.max_body = app, max_body
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await _reject(send, self.max_body)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, self.max_body)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _reject(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is larger than the limit of {limit:,} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
