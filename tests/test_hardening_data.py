@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,31 @@ def test_progress_is_periodic_log_lines_when_not_a_terminal(caplog, capfd):
     assert lines[-1].startswith("steps: 6/10 it (60%)") and lines[-1].endswith("[loss=0.5]")
     assert len([m for m in lines if m.startswith("steps")]) == 1  # rate-limited: only the final line
     assert "\r" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_a_file_reachable_by_two_paths_is_indexed_once(tmp_path, caplog):
+    from dermino.data.adapters import folder
+
+    images = [Path(p) for p in SAMPLE_IMAGES[:4]]
+    root = tmp_path / "photos"
+    (root / "melanoma").mkdir(parents=True)
+    for src in images[:3]:
+        shutil.copy(src, root / "melanoma")
+    (root / "Melanoma_copy").symlink_to("melanoma", target_is_directory=True)  # sorts first
+    (root / "nevus").mkdir()
+    shutil.copy(images[3], root / "nevus")
+    (root / "nevus" / "also.jpg").symlink_to(root / "melanoma" / images[0].name)  # a linked file
+    with caplog.at_level("WARNING"):
+        df = folder.build_manifest(root)
+    resolved = [str((root / p).resolve()) for p in df["image"]]
+    assert len(df) == 4 and len(set(resolved)) == 4, df[["image", "labels"]]
+    # the paths without a link in them are kept, with their folder's label
+    assert sorted(df["image"]) == sorted([f"melanoma/{p.name}" for p in images[:3]]
+                                         + [f"nevus/{images[3].name}"])
+    assert set(df.loc[df["image"].str.startswith("melanoma/"), "labels"]) == {"melanoma"}
+    warned = caplog.text
+    for p in images[:3]:
+        assert f"Melanoma_copy/{p.name}" in warned and f"melanoma/{p.name}" in warned
+    assert "nevus/also.jpg" in warned
+    assert len(df.attrs["skipped_entries"]) == 4
