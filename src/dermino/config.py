@@ -7,12 +7,16 @@ patch it. Unknown keys are an error, so a typo in a config never silently does n
 Value checks are declared where the field is, and run once, by :func:`check_config`, when a
 config loads: ``base_lr: Annotated[float, Positive] = 2e-3`` or
 ``precision: Literal["fp32", "bf16", "fp16"] = "bf16"``. A new field gets its check by its
-annotation alone (see docs/architecture.md, "Configs").
+annotation alone (see docs/architecture.md, "Configs"). The type itself is a check too: every
+``float`` (alone or in a list/tuple) must be finite (``inf`` passes ``> 0``, and NaN passes no
+comparison at all), and an ``int`` or ``float`` field never takes a boolean (YAML's ``yes``).
+A rule between two fields is declared on one of them: ``min_lr: Annotated[float, AtMost("base_lr")]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -46,6 +50,8 @@ class Range:
     def problem(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None  # the type is checked by coercion, not here
+        if not math.isfinite(value):
+            return "must be a finite number"
         ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
               and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
         return None if ok else f"must be {self.describe()}"
@@ -83,11 +89,44 @@ class NonEmpty:
         return "must not be empty" if isinstance(value, str | list | tuple) and not value else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Each:
+    """Apply ``check`` to every item of a list or tuple field (e.g. ``betas``: each in [0, 1))."""
+
+    check: Any
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list | tuple):
+            return None
+        bad = [(i, why) for i, v in enumerate(value) if (why := self.check.problem(v))]
+        return None if not bad else "; ".join(f"item {i} {why}" for i, why in bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtMost:
+    """This field must be <= its sibling field ``other`` (``min_lr`` <= ``base_lr``).
+
+    A cross-field rule, declared on the field it constrains; :func:`config_problems` passes
+    the dataclass that holds both (``owner``).
+    """
+
+    other: str
+    needs_owner: typing.ClassVar[bool] = True
+
+    def problem(self, value: Any, owner: Any = None) -> str | None:
+        limit = getattr(owner, self.other, None)
+        numbers = [v for v in (value, limit) if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) < 2 or not all(math.isfinite(v) for v in numbers):
+            return None  # the type and finiteness checks report those
+        return f"must be <= {self.other} ({limit:g})" if value > limit else None
+
+
 # the usual ranges, by meaning
 Positive = Range(gt=0)
 NonNegative = Range(ge=0)
 AtLeast1 = Range(ge=1)
 Probability = Range(ge=0, le=1)
+UnitInterval = Range(ge=0, lt=1)  # [0, 1): e.g. Adam's betas
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -126,6 +165,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got the boolean {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -208,6 +249,21 @@ def _checks(tp: Any) -> tuple[Any, list[Any]]:
     return tp, checks
 
 
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """What the annotated type alone rules out: booleans for numbers, non-finite floats."""
+    if tp in (int, float) and isinstance(value, bool):
+        return f"must be a{'n integer' if tp is int else ' number'}, not a boolean"
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if typing.get_origin(tp) in (list, tuple) and isinstance(value, list | tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        for i, item in enumerate(value):
+            why = _type_problem(_unwrap_optional(args[min(i, len(args) - 1)]) if args else Any, item)
+            if why:
+                return f"item {i} {why}"
+    return None
+
+
 def config_problems(cfg: Any, where: str = "") -> list[str]:
     """Every declared range / choice / device check that ``cfg`` fails, as ``key=value: why`` lines."""
     problems: list[str] = []
@@ -218,12 +274,16 @@ def config_problems(cfg: Any, where: str = "") -> list[str]:
         if value is None:
             continue
         tp, checks = _checks(hints[f.name])
+        why = _type_problem(tp, value)
+        if why:
+            problems.append(f"{key}={value!r}: {why}")
+            continue
         if typing.get_origin(tp) is typing.Literal:
             choices = typing.get_args(tp)
             if value not in choices:
                 problems.append(f"{key}={value!r}: must be one of {', '.join(map(repr, choices))}")
         for check in checks:
-            why = check.problem(value)
+            why = check.problem(value, cfg) if getattr(check, "needs_owner", False) else check.problem(value)
             if why:
                 problems.append(f"{key}={value!r}: {why}")
         if dataclasses.is_dataclass(value):

@@ -12,12 +12,15 @@ from typing import Annotated, Literal
 
 from dermino.config import (
     AtLeast1,
+    AtMost,
     ConfigError,
     Device,
+    Each,
     NonNegative,
     Positive,
     Probability,
     Range,
+    UnitInterval,
     config_problems,
 )
 from dermino.data.masking import MaskingConfig
@@ -126,11 +129,11 @@ class LossesConfig:
 @dataclass
 class OptimConfig:
     base_lr: Annotated[float, Positive] = 2e-3  # scaled by sqrt(global_batch / 1024)
-    min_lr: Annotated[float, NonNegative] = 1e-6
+    min_lr: Annotated[float, NonNegative, AtMost("base_lr")] = 1e-6
     warmup_epochs: Annotated[float, NonNegative] = 10
     weight_decay: Annotated[float, NonNegative] = 0.04
     weight_decay_end: Annotated[float, NonNegative] = 0.2
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Annotated[tuple[float, float], Each(UnitInterval)] = (0.9, 0.999)
     clip_grad: Annotated[float, NonNegative] = 3.0  # 0 = off
     patch_embed_lr_mult: Annotated[float, NonNegative] = 0.2
     layerwise_decay: Annotated[float, Range(gt=0, le=1)] = 1.0  # 1.0 = off

@@ -15,6 +15,7 @@ learning-rate keys by itself.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,30 @@ def set_aside_later(ckpt_dir: Path, step: int) -> list[Path]:
     return moved
 
 
-def diverged_message(reason: str, out_dir: Path, good: Path | None, base_lr: float) -> str:
+def lower_lr(base_lr: float, min_lr: float = 0.0) -> str:
+    """The ``optim.*`` overrides of a rescue: a quarter of the learning rate, always finite and
+    positive, and ``min_lr`` lowered with it when it would exceed the new rate (the config
+    check ``min_lr <= base_lr`` would refuse the suggested command otherwise)."""
+    from dermino.pretrain.config import OptimConfig
+
+    default = OptimConfig()
+    if not (math.isfinite(base_lr) and base_lr > 0):
+        base_lr = default.base_lr
+    lower = float(f"{base_lr / 4:.3g}")
+    out = f"optim.base_lr={lower:.3g}"
+    if math.isfinite(min_lr) and min_lr > lower:
+        out += f" optim.min_lr={lower / 10:.3g}"
+    elif not math.isfinite(min_lr):
+        out += f" optim.min_lr={min(default.min_lr, lower):.3g}"
+    return out
+
+
+def diverged_message(reason: str, out_dir: Path, good: Path | None, base_lr: float, min_lr: float = 0.0) -> str:
     """One line: what happened, the checkpoint to go back to, and the command that does it."""
-    lower = f"{base_lr / 4:.3g}"
+    lower = lower_lr(base_lr, min_lr)
     cmd = f"dermino pretrain --config {out_dir / 'config.yaml'} --out {out_dir}"
     if good is None or not good.is_file():
         return (f"{reason}; no checkpoint was written before the divergence: restart with a lower learning rate, "
-                f"e.g. `{cmd}.restart optim.base_lr={lower}`")
+                f"e.g. `{cmd}.restart {lower}`")
     return (f"{reason}; last good checkpoint: {good} (written before the first skipped step); resume from it "
-            f"with a lower learning rate: `{cmd} --resume-from {good} optim.base_lr={lower}`")
+            f"with a lower learning rate: `{cmd} --resume-from {good} {lower}`")

@@ -514,7 +514,7 @@ class Trainer:
                 if metrics:
                     metrics.close()
                 raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
-                                                            cfg.optim.base_lr)) from None
+                                                            cfg.optim.base_lr, cfg.optim.min_lr)) from None
             if k_due:  # held-out knowledge diagnostics
                 row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
             if self.step % cfg.run.log_every == 0 or done or row["skipped"] or "knowledge_heldout" in row:
