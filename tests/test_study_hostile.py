@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -119,3 +120,28 @@ def test_csv_export_neutralises_formula_cells(study, tmp_path):
             for value in row.values():
                 assert not value.startswith(("=", "+", "@", "\t", "\r")), row
     assert set(store.answers_frame()["comment"]) >= set(FORMULAS)  # the database keeps the text as typed
+
+
+def test_admin_analysis_says_whom_it_includes_and_waits_for(tmp_path):
+    made = make_study(tmp_path, n_cases=3, index=False)
+    store = StudyStore(made.folder)
+    c = TestClient(create_study_app(store))
+    admin = {"X-Admin-Token": made.admin_token}
+    r = c.get("/study/api/admin/analysis", headers=admin)
+    assert r.status_code == 409
+    assert "waiting for: alice (round 1: 0/3, round 2: 0/3), bob (round 1: 0/3, round 2: 0/3)" in r.json()["detail"]
+    while (case := c.get("/study/api/current", headers=H(made, "alice")).json()["case"]) is not None:
+        assert _post_answer(c, made, "alice", case["id"], rnd=case["round"]).status_code == 201
+    body = c.get("/study/api/admin/analysis", headers=admin).json()
+    assert body["included"] == ["alice"] and body["waiting_for"] == ["bob (round 1: 0/3, round 2: 0/3)"]
+    assert "it waits for" in (Path(__file__).parents[1] / "src/dermino/study/static/admin.js").read_text()
+
+
+def test_reader_page_hides_hidden_sections_despite_the_shared_grid_style():
+    """``.results { display: grid }`` (serve's style.css) beat the ``hidden`` attribute: the last case
+    and an active Submit button stayed on screen after the study was finished."""
+    root = Path(__file__).parents[1] / "src/dermino"
+    assert ".results { display: grid" in (root / "serve/static/style.css").read_text()
+    css = (root / "study/static/study.css").read_text()
+    assert "[hidden] { display: none !important; }" in css
+    assert 'href="/study/study.css"' in (root / "study/static/reader.html").read_text()

@@ -130,10 +130,12 @@ def admin_analysis(request: Request) -> dict[str, Any]:
     from dermino.study.analysis import analyse, make_plots
 
     st = store(request)
+    status = st.analysis_status()
     try:
         res = analyse(st.answers_frame(), st.labels, n_boot=500)
     except ValueError as exc:
-        raise HTTPException(409, str(exc)) from exc
+        waiting = f"; waiting for: {', '.join(status['waiting_for'])}" if status["waiting_for"] else ""
+        raise HTTPException(409, f"{exc}{waiting}") from exc
     with tempfile.TemporaryDirectory() as tmp:
         plots = [f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" for p in make_plots(res, tmp)]
     clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
@@ -144,4 +146,5 @@ def admin_analysis(request: Request) -> dict[str, Any]:
         "groups": [{k: clean(v) for k, v in r.items()} for r in res.groups.to_dict("records")],
         "tests": {k: {t: {a: clean(b) for a, b in d.items()} for t, d in v.items()} for k, v in res.tests.items()},
         "plots": plots,
+        **status,  # the page says whose answers are in, and what the final analysis still waits for
     }

@@ -180,6 +180,16 @@ class StudyStore:
             "ai_top1": (c.ai.get("top") or [{}])[0].get("label", ""), "answered_at": a.created.isoformat()}
             for a, r, c in rows], columns=cols)
 
+    def analysis_status(self) -> dict[str, list[str]]:
+        """Who the analysis includes (readers with answers in both rounds) and who it waits for."""
+        included, waiting = [], []
+        for r in self.readers_progress():
+            if r["round1"] and r["round2"]:
+                included.append(r["reader"])
+            if r["round2"] < r["total"]:
+                waiting.append(f"{r['reader']} (round 1: {r['round1']}/{r['total']}, round 2: {r['round2']}/{r['total']})")
+        return {"included": included, "waiting_for": waiting}
+
     def readers_progress(self) -> list[dict]:
         with self.sessions() as s:
             readers = list(s.scalars(select(Reader).order_by(Reader.id)))
