@@ -21,6 +21,7 @@ from dermino.config import (
     Rule,
     SubsetOf,
     check_config,
+    config_problems,
     load_config,
 )
 from dermino.pretrain.config import PretrainConfig, tiny_config, validate
@@ -158,3 +159,51 @@ def test_no_config_validates_by_hand():
                     isinstance(b, ast.FunctionDef) and b.name == "validate" for b in node.body):
                 offenders.append(f"{path.relative_to(src)}:{node.name}")
     assert not offenders, f"hand-written validate() methods (declare checks on the fields instead): {offenders}"
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.base_lr=inf", "optim.base_lr=inf: must be a finite number"),
+        ("optim.base_lr=.nan", "optim.base_lr=nan: must be a finite number"),
+        ("losses.dino.weight=.inf", "losses.dino.weight=inf: must be a finite number"),
+        ("optim.warmup_epochs=-.inf", "optim.warmup_epochs=-inf: must be a finite number"),
+        ("schedule.batch_size=true", "schedule.batch_size: expected a number, got the boolean True"),
+        ("optim.clip_grad=yes", "optim.clip_grad: expected a number, got the boolean True"),
+        ("optim.betas=[0.9, 1.0]", "optim.betas=(0.9, 1.0): item 1 must be >= 0 and < 1"),
+        ("optim.betas=[-0.1, 0.99]", "item 0 must be >= 0 and < 1"),
+        ("optim.betas=[0.9, .nan]", "optim.betas=(0.9, nan): item 1 must be a finite number"),
+        ("optim.min_lr=0.1", "optim: min_lr=0.1 must be <= base_lr"),
+    ],
+)
+def test_non_finite_bool_betas_and_min_lr_are_refused_naming_the_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, PRETRAIN_YAML, [override])
+    assert expected in str(err.value)
+
+
+def test_type_checks_hold_for_configs_built_in_code():
+    cfg = tiny_config()
+    cfg.optim.base_lr = float("inf")
+    cfg.schedule.batch_size = True
+    cfg.optim.betas = (0.9, 1.5)
+    problems = "\n".join(config_problems(cfg))
+    assert "optim.base_lr=inf: must be a finite number" in problems
+    assert "schedule.batch_size=True: must be an integer, not a boolean" in problems
+    assert "optim.betas=(0.9, 1.5): item 1" in problems
+    cfg = tiny_config()
+    cfg.optim.min_lr = cfg.optim.base_lr * 2
+    assert any("min_lr=" in p and "<= base_lr" in p for p in config_problems(cfg))
+
+
+@pytest.mark.parametrize(("base_lr", "min_lr"), [(float("inf"), 1e-6), (float("nan"), 1e-6), (0.0, 0.0),
+                                                 (2e-6, 1e-6), (1e-3, float("nan"))])
+def test_rescue_suggests_only_finite_values_the_checks_accept(base_lr, min_lr, tmp_path):
+    from dermino.pretrain.rescue import diverged_message
+
+    good = tmp_path / "step_00000004.pt"
+    good.write_bytes(b"x")
+    msg = diverged_message("loss is NaN", tmp_path, good, base_lr, min_lr)
+    overrides = msg.split("--resume-from ")[1].rstrip("`").split()[1:]
+    assert overrides and all(o.startswith("optim.") for o in overrides)
+    assert "inf" not in msg and "nan" not in msg.split("loss is NaN")[1].lower()
+    cfg = load_config(PretrainConfig, PRETRAIN_YAML, overrides)  # the suggested command passes the checks
+    assert 0 < cfg.optim.base_lr < 1 and cfg.optim.min_lr <= cfg.optim.base_lr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,147 @@ def test_atomic_dir_swaps_whole_folders_and_keeps_the_old_one_on_error(tmp_path)
         (tmp / "a.json").write_text("3")
     assert [p.name for p in target.iterdir()] == ["a.json"]  # replaced as a whole, no stale files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]  # no temporary or old folders left
+
+
+# ---------------------------------------------------------------- every place a file is read
+def _tiny_classifier_folder(tmp_path):
+    from _serve_fixtures import tiny_classifier
+    from dermino.classifier.model import save_classifier
+
+    return save_classifier(tiny_classifier(), tmp_path / "classifier")
+
+
+def _plant_classifier(tmp_path, marker):
+    from dermino.classifier.model import load_classifier
+
+    folder = _tiny_classifier_folder(tmp_path)
+    _malicious(folder / "model.safetensors", marker)
+    return folder / "model.safetensors", lambda: load_classifier(folder)
+
+
+def _plant_index(tmp_path, marker):
+    from dermino.serve.index import CaseIndex
+
+    index = CaseIndex(dim=4)
+    index.add(np.eye(2, 4, dtype=np.float32), [{"image": "a.jpg", "label": "x"}, {"image": "b.jpg", "label": "y"}],
+              [b"\xff\xd8jpeg", b"\xff\xd8jpeg"])
+    folder = index.save(tmp_path / "index")
+    _malicious(folder / "embeddings.safetensors", marker)
+    return folder / "embeddings.safetensors", lambda: CaseIndex.load(folder)
+
+
+def _plant_backbone_weights(tmp_path, marker):
+    from dermino.models import create
+
+    path = tmp_path / "teacher.pt"
+    _malicious(path, marker)
+    return path, lambda: create("dermino_vit_tiny_14", weights=str(path), depth=1, embed_dim=64, num_heads=2,
+                                img_size=56)
+
+
+def _plant_exported_backbone(tmp_path, marker):
+    from dermino.models.weights import load_exported
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"dermino": {"spec": {"embed_dim": 64, "depth": 1, "num_heads": 2}}}')
+    _malicious(folder / "model.safetensors", marker)
+    return folder / "model.safetensors", lambda: load_exported(folder)
+
+
+def _plant_hub_cache(tmp_path, marker):
+    from dermino.models import create
+    from dermino.models.weights import load_dinov2_hub
+
+    hub = tmp_path / "hub"
+    path = hub / "checkpoints" / "dinov2_vits14_pretrain.pth"
+    path.parent.mkdir(parents=True)
+    _malicious(path, marker)
+    previous = torch.hub.get_dir()
+
+    def load():
+        torch.hub.set_dir(str(hub))
+        try:  # the file is in the cache: nothing is downloaded
+            load_dinov2_hub(create("dermino_vit_tiny_14", depth=1, embed_dim=64, num_heads=2, img_size=56),
+                            "dinov2_vits14")
+        finally:
+            torch.hub.set_dir(previous)
+
+    return path, load
+
+
+def _plant_federated_head(tmp_path, marker):
+    from dermino.federated.server_app import load_global
+
+    path = tmp_path / "global" / "round_001.pt"
+    path.parent.mkdir()
+    _malicious(path, marker)
+    return path, lambda: load_global(path)
+
+
+def _plant_federated_model(tmp_path, marker):
+    from dermino.federated.trainable import load_full_model
+
+    path = tmp_path / "global" / "latest.pt"
+    path.parent.mkdir()
+    _malicious(path, marker)
+    return path, lambda: load_full_model(path)
+
+
+def _plant_study_file(tmp_path, marker):
+    from dermino.study.store import StudyStore
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    _malicious(folder / "study.json", marker)
+    return folder / "study.json", lambda: StudyStore(folder)
+
+
+def _plant_study_db(tmp_path, marker):
+    from dermino.study.store import StudyStore
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "study.json").write_text("{}")
+    _malicious(folder / "study.db", marker)
+    return folder / "study.db", lambda: StudyStore(folder)
+
+
+PLACES = {
+    "classifier": _plant_classifier,
+    "index": _plant_index,
+    "backbone weights": _plant_backbone_weights,
+    "exported backbone": _plant_exported_backbone,
+    "torch hub cache": _plant_hub_cache,
+    "federated head": _plant_federated_head,
+    "federated full model": _plant_federated_model,
+    "study.json": _plant_study_file,
+    "study database": _plant_study_db,
+}
+
+
+@pytest.mark.parametrize("place", sorted(PLACES))
+def test_a_planted_pickle_runs_no_code_anywhere(tmp_path, place):
+    marker = tmp_path / "pwned"
+    path, load = PLACES[place](tmp_path, marker)
+    with pytest.raises(Exception) as info:
+        load()
+    assert not marker.exists(), f"{place}: loading {path.name} ran the payload"
+    assert path.name in str(info.value) or path.parent.name in str(info.value), info.value
+    # positive control: the very same file DOES run code when unpickled the unsafe way
+    with open(path, "rb") as fh:
+        pickle.load(fh)
+    assert marker.exists(), "the planted payload is not live; the test above proves nothing"
+
+
+def test_cli_reports_bad_weight_files_in_one_line(tmp_path, capsys):
+    from _serve_fixtures import ham_images
+    from dermino.cli import _expected, main
+    from dermino.models.weights import WeightsError
+
+    folder = _tiny_classifier_folder(tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)  # truncated / not safetensors
+    rc = main(["explain", str(ham_images(1)[0]), "--classifier", str(folder), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "model.safetensors" in err and len(err.splitlines()) == 1, err
+    assert _expected(WeightsError("checkpoint does not match the model")) and not _expected(RuntimeError("bug"))

@@ -74,12 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        # user errors: one clear line, no traceback (use -v for the traceback)
-        if args.verbose:
+    except Exception as exc:
+        # user errors (bad input files, values, keys): one clear line, no traceback (-v shows it)
+        if args.verbose or not _expected(exc):
             raise
         print(f"dermino {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _expected(exc: BaseException) -> bool:
+    """A failure caused by the user's input rather than a bug: reported in one line."""
+    if isinstance(exc, FileNotFoundError | ValueError | KeyError):
+        return True
+    # the error types of modules a command has loaded (importing them here would be slow)
+    for module, name in (("dermino.models.weights", "WeightsError"), ("dermino.data.images", "ImageReadError"),
+                         ("safetensors", "SafetensorError")):
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return True
+    return False
 
 
 if __name__ == "__main__":

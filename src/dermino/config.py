@@ -7,14 +7,18 @@ patch it. Unknown keys are an error, so a typo in a config never silently does n
 Value checks are declared where the field is, and run once, by :func:`check_config`, when a
 config loads: ``base_lr: Annotated[float, Positive] = 2e-3`` or
 ``precision: Literal["fp32", "bf16", "fp16"] = "bf16"``. A new field gets its check by its
-annotation alone (see docs/architecture.md, "Configs"). A check that involves several fields
-of one config is a :class:`Rule` in the class's ``RULES``; it runs in the same pass. Configs
-built in code rather than loaded call ``cfg.validate()`` (:class:`Checked`), the same checks.
+annotation alone (see docs/architecture.md, "Configs"). The type itself is a check too: every
+``float`` (alone or in a list/tuple) must be finite (``inf`` passes ``> 0``, and NaN passes no
+comparison at all), and an ``int`` or ``float`` field never takes a boolean (YAML's ``yes``).
+A check that involves several fields of one config is a :class:`Rule` in the class's ``RULES``
+(``min_lr <= base_lr``); it runs in the same pass. Configs built in code rather than loaded call
+``cfg.validate()`` (:class:`Checked`), the same checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -49,6 +53,8 @@ class Range:
     def problem(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None  # the type is checked by coercion, not here
+        if not math.isfinite(value):
+            return "must be a finite number"
         ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
               and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
         return None if ok else f"must be {self.describe()}"
@@ -106,11 +112,25 @@ class Checked:
         check_config(self, type(self).__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Each:
+    """Apply ``check`` to every item of a list or tuple field (e.g. ``betas``: each in [0, 1))."""
+
+    check: Any
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list | tuple):
+            return None
+        bad = [(i, why) for i, v in enumerate(value) if (why := self.check.problem(v))]
+        return None if not bad else "; ".join(f"item {i} {why}" for i, why in bad)
+
+
 # the usual ranges, by meaning
 Positive = Range(gt=0)
 NonNegative = Range(ge=0)
 AtLeast1 = Range(ge=1)
 Probability = Range(ge=0, le=1)
+UnitInterval = Range(ge=0, lt=1)  # [0, 1): e.g. Adam's betas
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -149,6 +169,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got the boolean {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -231,6 +253,21 @@ def _checks(tp: Any) -> tuple[Any, list[Any]]:
     return tp, checks
 
 
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """What the annotated type alone rules out: booleans for numbers, non-finite floats."""
+    if tp in (int, float) and isinstance(value, bool):
+        return f"must be a{'n integer' if tp is int else ' number'}, not a boolean"
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if typing.get_origin(tp) in (list, tuple) and isinstance(value, list | tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        for i, item in enumerate(value):
+            why = _type_problem(_unwrap_optional(args[min(i, len(args) - 1)]) if args else Any, item)
+            if why:
+                return f"item {i} {why}"
+    return None
+
+
 def config_problems(cfg: Any, where: str = "") -> list[str]:
     """Every declared range / choice / device check that ``cfg`` fails, as ``key=value: why`` lines."""
     problems: list[str] = []
@@ -241,6 +278,10 @@ def config_problems(cfg: Any, where: str = "") -> list[str]:
         if value is None:
             continue
         tp, checks = _checks(hints[f.name])
+        why = _type_problem(tp, value)
+        if why:
+            problems.append(f"{key}={value!r}: {why}")
+            continue
         if typing.get_origin(tp) is typing.Literal:
             choices = typing.get_args(tp)
             if value not in choices:

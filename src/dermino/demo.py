@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,15 +174,32 @@ class Demo:
         ]
 
     def pretrain(self, run: str, knowledge: bool) -> dict[str, Any]:
+        """Train ``run``; a rerun of the demo reuses a finished run whose config and input files are
+        unchanged (the longest step), and starts any other earlier run of that name clean."""
         from dermino.pretrain import PretrainConfig, pretrain
 
         overrides = self.pretrain_overrides(run, knowledge)
         cfg = load_config(PretrainConfig, None, overrides)
-        out = Path(pretrain(cfg))
+        run_dir = Path(cfg.run.out_dir)
+        inputs = _pretrain_inputs(cfg)
+        note = ""
+        if _finished_with(run_dir, inputs):
+            out, note = run_dir, "reused the finished run of an earlier demo (same config and input files)"
+        else:
+            if run_dir.exists():
+                print(f"    {run_dir} holds an earlier run with another config, other inputs or unfinished: "
+                      "starting it clean", flush=True)
+                shutil.rmtree(run_dir)
+                note = "earlier run replaced (config, inputs or completion differed)"
+            out = Path(pretrain(cfg))
+            write_text_atomic(out / DEMO_INPUTS, json.dumps(inputs, indent=2, sort_keys=True))
+        if note:
+            print(f"    {note}", flush=True)
         self.pretrain_dirs[run] = out
         self.backbones[run] = str(_exported_weights(out))
         metrics = pd.read_csv(out / "metrics.csv")
-        return {"out": str(out), "steps": int(len(metrics)), "last": metrics.iloc[-1].to_dict()}
+        detail = {"out": str(out), "steps": int(len(metrics)), "last": metrics.iloc[-1].to_dict()}
+        return {**detail, "note": note} if note else detail
 
     def evaluate(self) -> dict[str, Any]:
         from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
@@ -393,6 +411,42 @@ class Demo:
         print("\n" + md)
         print(f"\ndemo finished in {total / 60:.1f} min; open {self.out / 'report.html'}")
         return self.out / "report.html"
+
+
+#: written beside a finished demo pretraining run: what it was trained from (a rerun compares it)
+DEMO_INPUTS = "demo_inputs.json"
+
+
+def _pretrain_inputs(cfg: Any) -> dict[str, Any]:
+    """The run's config and the sha256 of every existing file it names (manifests, vocabulary ...)."""
+    from dermino.evaluate.embeddings import file_hash
+
+    config = json.loads(json.dumps(to_dict(cfg), default=str))
+    files: dict[str, str] = {}
+
+    def visit(v: Any) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+        elif isinstance(v, list):
+            for x in v:
+                visit(x)
+        elif isinstance(v, str) and v and len(v) < 4096 and Path(v).is_file():
+            files[v] = file_hash(v)
+
+    visit(config)
+    return {"config": config, "files": files}
+
+
+def _finished_with(run_dir: Path, inputs: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds a finished run (exported backbone) made from exactly ``inputs``."""
+    record = run_dir / DEMO_INPUTS
+    if not (record.is_file() and (run_dir / "export" / "teacher_backbone.pt").is_file()):
+        return False
+    try:
+        return json.loads(record.read_text()) == json.loads(json.dumps(inputs, sort_keys=True))
+    except ValueError:
+        return False
 
 
 def _exported_weights(run_dir: Path) -> Path:

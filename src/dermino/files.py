@@ -97,6 +97,20 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
         ) from exc
 
 
+def load_safetensors(path: str | Path, what: str = "file") -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file``; a corrupt or foreign file is one error that names it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # SafetensorError for a truncated file, a pickle renamed .safetensors, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(f"cannot read {what} {path}: not a valid safetensors file ({first})") from exc
+
+
 def cache_root() -> Path:
     """Where caches go when no output folder is given: ``$DERMINO_CACHE``, else the platform's
     user cache folder (``$XDG_CACHE_HOME``/``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,

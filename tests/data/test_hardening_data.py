@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,69 @@ def test_progress_is_periodic_log_lines_when_not_a_terminal(caplog, capfd):
     assert lines[-1].startswith("steps: 6/10 it (60%)") and lines[-1].endswith("[loss=0.5]")
     assert len([m for m in lines if m.startswith("steps")]) == 1  # rate-limited: only the final line
     assert "\r" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_a_file_reachable_by_two_paths_is_indexed_once(tmp_path, caplog):
+    from dermino.data.adapters import folder
+
+    images = [Path(p) for p in SAMPLE_IMAGES[:4]]
+    root = tmp_path / "photos"
+    (root / "melanoma").mkdir(parents=True)
+    for src in images[:3]:
+        shutil.copy(src, root / "melanoma")
+    (root / "Melanoma_copy").symlink_to("melanoma", target_is_directory=True)  # sorts first
+    (root / "nevus").mkdir()
+    shutil.copy(images[3], root / "nevus")
+    (root / "nevus" / "also.jpg").symlink_to(root / "melanoma" / images[0].name)  # a linked file
+    with caplog.at_level("WARNING"):
+        df = folder.build_manifest(root)
+    resolved = [str((root / p).resolve()) for p in df["image"]]
+    assert len(df) == 4 and len(set(resolved)) == 4, df[["image", "labels"]]
+    # the paths without a link in them are kept, with their folder's label
+    assert sorted(df["image"]) == sorted([f"melanoma/{p.name}" for p in images[:3]]
+                                         + [f"nevus/{images[3].name}"])
+    assert set(df.loc[df["image"].str.startswith("melanoma/"), "labels"]) == {"melanoma"}
+    warned = caplog.text
+    for p in images[:3]:
+        assert f"Melanoma_copy/{p.name}" in warned and f"melanoma/{p.name}" in warned
+    assert "nevus/also.jpg" in warned
+    assert len(df.attrs["skipped_entries"]) == 4
+
+
+def test_classifier_index_and_dedup_write_no_cache_in_the_cwd(tmp_path, monkeypatch):
+    import torch
+
+    from _serve_fixtures import TINY
+    from dermino.classifier.model import load_classifier
+    from dermino.classifier.train import ClassifierConfig, train_classifier
+    from dermino.data.dedup import DedupConfig, compute_hashes
+    from dermino.models import create
+    from dermino.serve.index_build import build_index
+
+    ham = sample_manifests(tmp_path / "manifests")["ham10000"]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("DERMINO_CACHE", str(tmp_path / "user_cache"))
+    runs = tmp_path / "runs"
+    cfg = ClassifierConfig(manifest=str(ham), out=str(runs / "clf"), backbone="dermino_vit_tiny_14",
+                           backbone_overrides=dict(TINY), image_size=56, epochs=2, n_resamples=10,
+                           weight_decays=[0.0])
+    torch.manual_seed(0)
+    train_classifier(cfg, backbone=create("dermino_vit_tiny_14", **TINY))
+    cached = sorted((runs / "cache" / "embeddings").glob("*/meta.json"))
+    assert cached  # beside the classifier's folder
+    build_index(load_classifier(runs / "clf"), ham, runs / "index", splits=["train"], progress=False)
+    assert set(cached) < set((runs / "cache" / "embeddings").glob("*/meta.json"))  # the same cache folder
+    compute_hashes([Path(p) for p in SAMPLE_IMAGES[:2]], DedupConfig(), progress=False)
+    assert list((tmp_path / "user_cache" / "dedup" / "hashes").iterdir())
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_manifest_without_an_image_column_is_one_clear_line(tmp_path, capsys):
+    path = tmp_path / "mine.csv"
+    path.write_text("file,labels\na.jpg,melanoma\n")
+    assert main(["data", "check", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no 'image' column" in err and "file, labels" in err, err

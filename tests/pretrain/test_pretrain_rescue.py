@@ -120,3 +120,41 @@ def test_allowed_batch_size_change_keeps_the_image_counter(tmp_path, config_file
     assert csv["images"].tolist() == [4, 8, 10]  # step x new batch would log 6 at step 3
     assert csv["epoch"].is_monotonic_increasing
     assert load_checkpoint(out / "checkpoints" / "step_00000003.pt")["images_seen"] == 10
+
+
+def test_a_spike_before_the_nans_moves_the_rescue_point_back_and_the_rescue_trains_on(
+        tmp_path, config_file, monkeypatch, capsys, caplog):
+    """Step 3's loss is finite but 1e4 x its level (the spike that precedes a divergence), NaN from
+    step 4: the rescue point is step 2, not step 3 (finite loss, unhealthy), and the printed
+    command trains on from it."""
+    out = tmp_path / "run"
+    orig = StudentTeacher.compute_loss
+    calls = {"n": 0}
+
+    def spiking(self, *args, **kwargs):
+        res = orig(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            res.loss = res.loss * 1e4
+        elif calls["n"] >= 4:
+            res.loss = res.loss * float("nan")
+        return res
+
+    monkeypatch.setattr(StudentTeacher, "compute_loss", spiking)
+    with caplog.at_level(logging.WARNING, logger="dermino.pretrain.trainer"):
+        rc = main(["pretrain", "--config", str(config_file), "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    good = out / "checkpoints" / "step_00000002.pt"
+    assert f"last good checkpoint: {good} " in err, err
+    assert "not a rescue point" in caplog.text and "running median" in caplog.text
+    assert load_checkpoint(good)["healthy"] is True
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == [
+        "step_00000002.pt", "step_00000004.pt", "step_00000005.pt"]  # step 3 pruned, the rescue point kept
+    assert load_checkpoint(out / "checkpoints" / "step_00000004.pt")["healthy"] is False
+    monkeypatch.undo()
+    cmd = re.search(r"`dermino (.*)`", err).group(1).split()
+    assert main(cmd) == 0
+    csv = pd.read_csv(out / "metrics.csv")
+    assert csv["step"].tolist() == [1, 2, 3, 4, 5, 6] and csv["skipped"].sum() == 0
+    assert csv["loss"].abs().max() < 1e3  # the spike's row is gone with the branch it started

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from _serve_fixtures import LABELS
 from _study_fixtures import BACKENDS, database, make_study
 from dermino.study.app import create_study_app
 from dermino.study.db import current_revision, make_engine, study_url
@@ -51,8 +52,8 @@ def test_setup_folder_database_and_links(study):
     assert current_revision(engine) == "0001"
     engine.dispose()
     assert all((made.folder / img).is_file() for img, _, _ in cases)
-    # label space = the cases' diagnoses; AI help precomputed, never the case itself among similar cases
-    assert store.labels == sorted({t for _, t, _ in cases})
+    # label space = the classifier's classes, fixed at creation (never the cases' diagnoses); AI help precomputed
+    assert store.labels == LABELS and {t for _, t, _ in cases} <= set(store.labels)
     frame = store.answers_frame()
     assert frame.empty and "ai_top1" in frame
 

@@ -96,6 +96,9 @@ def test_two_readers_complete_both_rounds(server, tmp_path):
                 _answer(driver, k + 2)
             assert _wait_state(driver, "finished") == "finished"
             assert not driver.find_elements(By.CSS_SELECTOR, ".error")
+            # the last case and its form are gone (the shared grid style once kept them on screen)
+            assert not driver.find_element(By.ID, "case").is_displayed()
+            assert not driver.find_element(By.ID, "submit").is_displayed()
         df = store.answers_frame()
         assert len(df) == 2 * 2 * 4 and set(df["reader"]) == {"alice", "bob"}
         assert (df.groupby(["reader", "round"])["case_id"].nunique() == 4).all()
@@ -106,6 +109,7 @@ def test_two_readers_complete_both_rounds(server, tmp_path):
         assert _wait_state(driver, "done", "error") == "done"
         assert len(driver.find_elements(By.CSS_SELECTOR, "[data-testid=per-reader] tr")) == 3
         assert "Wilcoxon" in driver.find_element(By.CSS_SELECTOR, "[data-testid=summary]").text
+        assert "Final" in driver.find_element(By.CSS_SELECTOR, "[data-testid=analysis-status]").text
         _shot(driver, "study_admin.png")
     finally:
         driver.quit()

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from dermino.features import EvalTransform, pool_features
-from dermino.files import atomic_dir
+from dermino.files import atomic_dir, load_safetensors
 from dermino.models import create
 from dermino.models.backbone import ViTBackbone
 
@@ -151,7 +151,7 @@ def load_classifier(folder: str | Path, device: str = "cpu") -> Classifier:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    missing, unexpected = model.load_state_dict(load_safetensors(weights, "classifier weights"), strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights} does not match {folder / CONFIG_FILE}: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")

@@ -54,7 +54,7 @@ class ClassifierConfig(Checked):
     pool: Literal["cls", "mean", "cls+mean"] = "cls"
     batch_size: Annotated[int, AtLeast1] = 64
     device: Annotated[str, Device()] = "cpu"
-    cache_dir: str = ".cache/dermino/embeddings"
+    cache_dir: str = ""  # "": <folder of out>/cache/embeddings (shared with 'index build' beside it)
     epochs: Annotated[int, AtLeast1] = 50
     lr: Annotated[float, Positive] = 5e-3
     weight_decays: Annotated[list[float], NonEmpty()] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
@@ -84,7 +84,8 @@ def train_classifier(cfg: ClassifierConfig, backbone: nn.Module | None = None) -
     if counts["val"] == 0:
         raise ValueError(f"{cfg.manifest}: no validation rows could be carved (too few train lesions?)")
     ecfg = EmbedConfig(image_size=cfg.image_size, pool=cfg.pool, batch_size=cfg.batch_size,
-                       cache_dir=cfg.cache_dir, device=cfg.device)
+                       cache_dir=cfg.cache_dir or str(Path(cfg.out).parent / "cache" / "embeddings"),
+                       device=cfg.device)
     emb = extract_embeddings(backbone, ds.df, ecfg, weights=cfg.weights or None, model_name=cfg.backbone)
     x = emb.features
     tr, va, te = (np.flatnonzero(ds.split == s) for s in ("train", "val", "test"))

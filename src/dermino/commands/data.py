@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--min-cosine", type=float, default=None,
                    help="similarity confirming a candidate (default 0.9; 0.95 with --backbone)")
     q.add_argument("--workers", type=int, default=1, help="processes for hashing")
-    q.add_argument("--cache-dir", default=".cache/dermino/dedup", help="per-chunk hashes (resume)")
+    q.add_argument("--cache-dir", default="", help="per-chunk hashes, for resuming (default: $DERMINO_CACHE/dedup)")
     q.set_defaults(func=_dedup)
 
     q = sub.add_parser("cache", help="pre-resized, sharded copy of the images (WebDataset tars) for fast loading")

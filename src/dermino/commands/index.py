@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="manifest splits to index (default: train val; never index your test set)")
     b.add_argument("--append", action="store_true", help="add images not yet in the index at --out")
     b.add_argument("--backend", choices=["auto", "torch", "faiss"], default="auto")
-    b.add_argument("--cache-dir", default=".cache/dermino/embeddings")
+    b.add_argument("--cache-dir", default="", help="embedding cache (default: cache/embeddings beside --out)")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=_build)
 

@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-upload-mb", type=float, default=15.0, help="largest accepted file (default 15)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image (default 40 MP)")
+    p.add_argument("--max-side", type=int, default=2048,
+                   help="longer side the models work on; larger images are shrunk to it (default 2048)")
+    p.add_argument("--max-aspect", type=float, default=20.0,
+                   help="refuse images whose longer side is more than this many times the shorter (default 20)")
     p.add_argument("--save-uploads", metavar="DIR",
                    help="keep uploaded files in DIR (named by content hash); default: never written to disk")
     p.add_argument("--study", metavar="DIR",
@@ -40,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dermino.serve.uploads import UploadLimits
 
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
-                          save_dir=args.save_uploads)
+                          max_side=args.max_side, max_aspect=args.max_aspect, save_dir=args.save_uploads)
     service = Service.from_folders(args.classifier, args.index, args.segmenter, device=args.device,
                                    limits=limits, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

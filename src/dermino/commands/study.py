@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--index", help="a 'dermino index build' folder (similar cases in round 2)")
     c.add_argument("--out", required=True, help="new study folder")
     c.add_argument("--split", help="only images of this manifest split (e.g. test)")
+    c.add_argument("--labels", help="comma-separated label space readers choose from "
+                   "(default: the classifier's classes); the same for every reader")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--name", default="", help="study name (default: the folder name)")
     c.add_argument("--db-url", help="SQLAlchemy URL (default: SQLite study.db in the folder, WAL mode)")
@@ -50,7 +52,8 @@ def _create(args: argparse.Namespace) -> int:
     from dermino.study.setup import create_study
 
     made = create_study(args.manifest, args.cases, args.readers, args.classifier, args.index, args.out,
-                        seed=args.seed, name=args.name, db_url=args.db_url, split=args.split)
+                        seed=args.seed, name=args.name, db_url=args.db_url, split=args.split,
+                        labels=args.labels.split(",") if args.labels else None)
     print(f"study with {made.n_cases} cases and {len(made.reader_tokens)} readers -> {made.folder}")
     print(f"links (also in {made.folder / 'links.csv'}, keep it private); prefix them with the server's address:")
     print(f"  admin: /study/admin.html#token={made.admin_token}")
@@ -104,9 +107,9 @@ def _analyse(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from dermino.files import write_text_atomic
-    from dermino.study.store import StudyStore
+    from dermino.study.store import StudyStore, export_csv
 
     df = StudyStore(args.study).answers_frame()
-    write_text_atomic(args.out, df.to_csv(index=False))
+    write_text_atomic(args.out, export_csv(df))
     print(f"{len(df)} answers -> {args.out}")
     return 0

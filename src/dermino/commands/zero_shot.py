@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default="", help="text encoder (default: the one recorded in the head file)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None, help="default: recorded in the head file")
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--cache-dir", default=".cache/dermino/embeddings")
+    p.add_argument("--cache-dir", default="", help="embedding cache (default: $DERMINO_CACHE/embeddings)")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write results JSON here (e.g. runs/eval/results)")

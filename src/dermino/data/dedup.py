@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from dermino.progress import tqdm
 
+from ..files import cache_root
 from .images import read_rgb
 from .manifest import read_manifest, resolve
 
@@ -55,7 +56,7 @@ class DedupConfig:
     probe_radius: int = 1  # flipped bits probed per band: finds every pair with d <= 4*(r+1)-1
     min_cosine: float = 0.9  # descriptor cosine needed to confirm a candidate pair
     chunk_size: int = 2048  # rows per cached hash chunk
-    cache_dir: str = ".cache/dermino/dedup"
+    cache_dir: str = ""  # "": $DERMINO_CACHE/dedup (dermino.files.cache_root), never the working directory
     max_bucket: int = 5000  # a band value shared by more images is uninformative (blank frames)
     per_image: int = 10  # nearest pHash candidates kept per image: bounds confirmation to 10 * N pairs
     workers: int = 1
@@ -129,9 +130,13 @@ def _chunk_key(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:24]
 
 
+def _cache_folder(cfg: DedupConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "dedup"
+
+
 def compute_hashes(paths: Sequence[Path], cfg: DedupConfig, progress: bool = True) -> pd.DataFrame:
     """sha256 / phash / size of every path, cached per chunk (resumable after a kill)."""
-    folder = Path(cfg.cache_dir) / "hashes"
+    folder = _cache_folder(cfg) / "hashes"
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
     bar = tqdm(total=len(paths), desc="hash", unit="img", disable=not progress)
@@ -350,7 +355,7 @@ def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Pat
     cos = np.zeros(len(cand), np.float32)
     if len(cand):
         need = np.unique(cand)
-        vec = _describe([paths[i] for i in need], embedder, Path(cfg.cache_dir), progress)
+        vec = _describe([paths[i] for i in need], embedder, _cache_folder(cfg), progress)
         rows = np.searchsorted(need, cand)
         # many tiny matmuls: BLAS threads only spin (300 s instead of 12 s on a busy 2-core machine)
         with threadpool_limits(limits=1):
@@ -476,7 +481,7 @@ Corpus images kept: {s['corpus_kept']}; dropped for overlapping an evaluation im
 
 # --------------------------------------------------------------------------- overlap guard
 def check_overlap(corpus: pd.DataFrame, eval_manifests: Sequence[str | Path], policy: str = "refuse",
-                  max_hamming: int = 3, cache_dir: str = ".cache/dermino/dedup") -> int:
+                  max_hamming: int = 3, cache_dir: str = "") -> int:
     """Count corpus images identical or near-identical (pHash) to an evaluation image.
 
     Called at the start of pretraining: ``policy`` ``refuse`` raises, ``warn`` logs, ``off``

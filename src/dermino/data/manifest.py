@@ -73,6 +73,11 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             raise ManifestReadError(f"{path}: cannot read this Parquet manifest: {exc}") from exc
     else:
         df = _read_csv(path)
+    if "image" not in df.columns:  # every use of a manifest needs it: say so here, not with a bare KeyError later
+        raise ManifestReadError(
+            f"{path}: no 'image' column (columns: {', '.join(map(str, df.columns)) or 'none'}); a manifest holds "
+            "one image path per row in 'image' (for your own table: dermino data prepare folder --csv FILE "
+            "--map image=YOUR_COLUMN)")
     df.attrs["root"] = str(path.parent.resolve())  # absolute: paths resolve from any cwd
     return df
 

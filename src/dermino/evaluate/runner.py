@@ -15,6 +15,7 @@ protocol reads them; test labels are only used to score predictions.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 
 from dermino.config import save_config, to_dict
+from dermino.data.check import check_images
 from dermino.data.manifest import read_manifest, split_labels
 from dermino.evaluate.config import BackboneSpec, DatasetSpec, EvalConfig
 from dermino.evaluate.fairness import fairness_report, group_columns
@@ -172,8 +174,9 @@ def _skin_tone(ds: PreparedDataset, progress: bool) -> None:
 
 
 def preflight(cfg: EvalConfig) -> list[PreparedDataset]:
-    """Build every backbone (with its weights) and read every manifest; raise one error listing
-    every problem, so a typo in the last backbone is found before hours are spent on the first."""
+    """Build every backbone (with its weights), read every manifest and decode every image evaluated;
+    raise one error listing every problem, so a typo in the last backbone or a missing image of the
+    last dataset is found before hours are spent on the first (and before anything is written)."""
     from dermino.models import create
 
     problems = []
@@ -192,9 +195,23 @@ def preflight(cfg: EvalConfig) -> list[PreparedDataset]:
             prepared.append(prepare_dataset(spec, cfg.seed))
         except Exception as exc:  # missing / unreadable manifest, missing label column, no test rows
             problems.append(f"dataset {spec.name!r}: {exc}")
+            continue
+        problems += _bad_images(spec.name, prepared[-1].df, cfg)
     if problems:
         raise ValueError("evaluate: nothing was computed or written; fix first:\n  - " + "\n  - ".join(problems))
     return prepared
+
+
+def _bad_images(name: str, df: pd.DataFrame, cfg: EvalConfig) -> list[str]:
+    """Every image of the rows evaluated that does not decode (``dermino data check``'s parallel check).
+
+    Skipped when embeddings read a ``dermino data cache`` folder: the originals need not be there,
+    and the cache verifies its own files when opened.
+    """
+    if cfg.embed.image_cache:
+        return []
+    bad = check_images(df, workers=os.cpu_count() or 1, masks=False, progress=cfg.progress)
+    return [f"dataset {name!r}: unreadable image {b.path}: {b.reason}" for b in bad]
 
 
 def _zero_shot(cfg: EvalConfig, bb: BackboneSpec, spec: DatasetSpec, out: Path) -> None:

@@ -23,11 +23,18 @@ from dermino.features.config import EmbedConfig
 
 _MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
           "nearest": InterpolationMode.NEAREST}
+_PIL = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Resize (shorter side to ``resize``, or ``resize`` x ``resize`` for ``squash``), centre crop, scale to [0, 1], normalise."""
+    """Resize (shorter side to ``resize``, or ``resize`` x ``resize`` for ``squash``), centre crop, scale to [0, 1], normalise.
+
+    The cost is bounded by the crop, not by the image: when resizing the whole image would make
+    it large (a thin 1 x 100,000 strip scaled up to ``resize`` on its short side would need
+    gigabytes), only the box of the original that the crop covers (:meth:`crop_box`) is
+    resampled, straight to the crop size. Ordinary images take torchvision's exact path.
+    """
 
     image_size: int
     resize: int
@@ -36,10 +43,24 @@ class EvalTransform:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
 
+    def _resized_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) after torchvision's resize (``Resize(int)`` truncates the longer side)."""
+        w, h = size
+        if self.resize_mode == "squash":
+            return self.resize, self.resize
+        if w <= h:
+            return self.resize, int(self.resize * h / w)
+        return int(self.resize * w / h), self.resize
+
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        size = self.resize if self.resize_mode == "shortest" else [self.resize, self.resize]
-        img = TF.resize(img, size, interpolation=_MODES[self.interpolation])
-        img = TF.center_crop(img, [self.image_size, self.image_size])
+        nw, nh = self._resized_size(img.size)
+        s = self.image_size
+        if nw * nh <= 4 * max(s, self.resize) ** 2:
+            size = self.resize if self.resize_mode == "shortest" else [self.resize, self.resize]
+            img = TF.resize(img, size, interpolation=_MODES[self.interpolation])
+            img = TF.center_crop(img, [s, s])
+        else:  # the same pixels up to rounding, at the cost of the crop only
+            img = img.resize((s, s), _PIL[self.interpolation], box=self.crop_box(img.size), reducing_gap=None)
         return TF.normalize(TF.to_tensor(img), list(self.mean), list(self.std))
 
     def params(self) -> dict:
@@ -49,16 +70,14 @@ class EvalTransform:
         """The box of an original ``(w, h)`` image (left, top, right, bottom) that the crop covers,
         with torchvision's arithmetic (``Resize(int)`` truncates the longer side; the crop offset rounds)."""
         w, h = size
-        if self.resize_mode == "squash":
-            nw = nh = self.resize
-        elif w <= h:
-            nw, nh = self.resize, int(self.resize * h / w)
-        else:
-            nw, nh = int(self.resize * w / h), self.resize
+        nw, nh = self._resized_size(size)
         s = self.image_size
         left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
         sx, sy = nw / w, nh / h
         return left / sx, top / sy, (left + s) / sx, (top + s) / sy
+
+    #: the name the upload-hardening code uses
+    source_box = crop_box
 
 
 def model_preprocess(model: torch.nn.Module) -> dict | None:

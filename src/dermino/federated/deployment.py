@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,23 +191,58 @@ def run_server(config: str, out: str | Path, *, address: str, tls: TLS, timeout:
         stop(link)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (a service manager, ``kill``, a container stop)."""
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ANN001
+    raise _Terminated
+
+
 def run_client(config: str, partition: str, superlink: str, runtime: str, tls: TLS) -> int:
-    """Run a SuperNode for this site until it is stopped (Ctrl-C)."""
-    proc = subprocess.Popen(supernode_command(superlink, config, partition, runtime, tls), env=flower_env())
+    """Run a SuperNode for this site until it is stopped (Ctrl-C or SIGTERM); the SuperNode (and
+    the ClientApp processes it started, one session) are stopped with it, never left orphaned."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    proc = subprocess.Popen(supernode_command(superlink, config, partition, runtime, tls), env=flower_env(),
+                            start_new_session=True)
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        stop(proc)
+    except (KeyboardInterrupt, _Terminated):
         return 0
+    finally:
+        stop(proc)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """Terminate a process we started (and its own children when it leads a session)."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    leads = _leads_session(proc)
+    _signal(proc, signal.SIGTERM, leads)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal(proc, signal.SIGKILL, leads)
         proc.wait()
+
+
+def _leads_session(proc: subprocess.Popen) -> bool:
+    if not hasattr(os, "killpg"):  # Windows: no sessions
+        return False
+    try:
+        return os.getsid(proc.pid) == proc.pid
+    except OSError:
+        return False
+
+
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, sig)  # the process and the children it started in its session
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass

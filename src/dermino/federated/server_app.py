@@ -30,6 +30,7 @@ from dermino.federated.trainable import (
     trainable_names,
     trainable_state,
 )
+from dermino.files import load_torch
 from dermino.pretrain.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def save_global(out: Path, server_round: int, state: dict, classes: list[str], b
 def load_global(path: str | Path):
     """(head, classes, round) from a saved ``train.trainable=head`` global model (data only:
     ``weights_only=True``); any mode: ``trainable.load_full_model``."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch(path, what="federated global model")
     w = payload["state"]["fc.weight"]
     head = init_head(int(w.shape[1]), int(w.shape[0]))
     load_trainable(head, {k: v.numpy() for k, v in payload["state"].items()})

@@ -25,13 +25,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor, nn
 
+from dermino.files import load_safetensors
 from dermino.models.backbone import ViTBackbone, ViTSpec
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors" or _is_safetensors(path):  # MedImageInsight ships safetensors as .pt
-        return load_file(str(path))
+        return load_safetensors(path, "checkpoint")
     if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: code, not data
         raise WeightsError(f"{path} is a TorchScript archive (code, e.g. OpenAI's CLIP .pt files); "
                            "use the publisher's state-dict file (open_clip / Hugging Face hub) instead")
@@ -245,12 +247,23 @@ def load_weights(
 def load_dinov2_hub(model: nn.Module, name: str, strict: bool = True) -> LoadReport:
     """Download the official DINOv2 weights (``dinov2_vitb14`` ...) via torch.hub and load them.
 
-    Needs internet; the files land in the torch hub cache. Never used by the tests.
+    Needs internet the first time; the file lands in the torch hub cache (``checkpoints/``).
+    The cached file is read like every other checkpoint, data only (``weights_only=True``):
+    ``torch.hub.load_state_dict_from_url`` unpickles by default, so a file planted in the
+    cache under the expected name could otherwise run code.
     """
     if name not in DINOV2_URLS:
         raise KeyError(f"unknown DINOv2 checkpoint {name!r}; known: {', '.join(sorted(DINOV2_URLS))}")
-    sd = torch.hub.load_state_dict_from_url(DINOV2_URLS[name], map_location="cpu")
-    return load_weights(model, sd, strict=strict)
+    return load_weights(model, read_state_dict(hub_file(DINOV2_URLS[name])), strict=strict)
+
+
+def hub_file(url: str) -> Path:
+    """The torch hub cache's copy of ``url`` (``<hub dir>/checkpoints/<file name>``), downloaded when absent."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    return path
 
 
 def to_dinov2_state_dict(model: ViTBackbone) -> dict[str, Tensor]:
@@ -359,7 +372,7 @@ def load_exported(out_dir: str | Path) -> ViTBackbone:
     sd = read_state_dict(out / "model.safetensors")
     extras = out / "extras.safetensors"
     if extras.is_file():
-        sd.update(load_file(str(extras)))
+        sd.update(load_safetensors(extras, "checkpoint extras"))
     load_weights(model, sd, strict=True)
     return model
 

@@ -14,11 +14,13 @@ from dermino.config import (
     AtLeast1,
     ConfigError,
     Device,
+    Each,
     NonNegative,
     Positive,
     Probability,
     Range,
     Rule,
+    UnitInterval,
     config_problems,
 )
 from dermino.data.masking import MaskingConfig
@@ -151,12 +153,16 @@ class LossesConfig:
 
 @dataclass
 class OptimConfig:
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.min_lr <= c.base_lr, "min_lr={c.min_lr:g} must be <= base_lr ({c.base_lr:g})"),
+    )
+
     base_lr: Annotated[float, Positive] = 2e-3  # scaled by sqrt(global_batch / 1024)
     min_lr: Annotated[float, NonNegative] = 1e-6
     warmup_epochs: Annotated[float, NonNegative] = 10
     weight_decay: Annotated[float, NonNegative] = 0.04
     weight_decay_end: Annotated[float, NonNegative] = 0.2
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Annotated[tuple[float, float], Each(UnitInterval)] = (0.9, 0.999)
     clip_grad: Annotated[float, NonNegative] = 3.0  # 0 = off
     patch_embed_lr_mult: Annotated[float, NonNegative] = 0.2
     layerwise_decay: Annotated[float, Range(gt=0, le=1)] = 1.0  # 1.0 = off

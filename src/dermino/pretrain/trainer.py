@@ -107,7 +107,9 @@ class Trainer:
         self.state = LoopState()
         self.stage = 0  # schedule.stages: the crop sizes in use (0: crops); set again on resume
         self._loader_stale = False  # the crop sizes changed: batches() restarts the loader where it is
-        self.last_good: Path | None = None  # newest checkpoint written with no skipped step pending
+        self.last_good: Path | None = None  # newest healthy checkpoint (rescue.Health): the rescue point
+        self.health = rescue.Health()
+        self._healthy_now = True  # whether the checkpoint being written is healthy (saved in it)
         self._reference: TrainStep | None = None  # train_step's stepper, made on first use
         torch.manual_seed(cfg.run.seed + self.dist.rank)  # per-rank drop-path noise
 
@@ -246,6 +248,7 @@ class Trainer:
             "config": to_dict(self.cfg),
             "world_size": self.world,
             "last_good": self.last_good.name if self.last_good is not None else None,
+            "healthy": self._healthy_now,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,7 +280,8 @@ class Trainer:
         self.data_state = tuple(state["data_state"])
         self.bad_steps = int(state.get("bad_steps", 0))
         ckpt.set_rng_state(state["rng"][self.dist.rank])
-        good = f"step_{self.step:08d}.pt" if self.bad_steps == 0 else state.get("last_good")
+        healthy = state.get("healthy", self.bad_steps == 0)  # older checkpoints: no skipped step pending
+        good = f"step_{self.step:08d}.pt" if healthy else state.get("last_good")
         self.last_good = self.out_dir / "checkpoints" / good if good else None
 
     def save(self) -> Path | None:
@@ -286,16 +290,30 @@ class Trainer:
         if self.dist.enabled:  # every rank's RNG (drop-path noise differs per rank)
             rng = [None] * self.world
             dist.all_gather_object(rng, ckpt.rng_state())
+        unhealthy = self.health.checkpoint(self._weights_finite())
+        if self.bad_steps and not unhealthy:
+            unhealthy = f"{self.bad_steps} skipped step(s) pending"
+        self._healthy_now = unhealthy is None
         state = self.state_dict() if (self.dist.is_main or self.fsdp) else None
         if self.dist.is_main:
-            # during a streak of skipped steps, the checkpoint from before it is never pruned
-            protect = self.last_good if self.bad_steps else None
+            # while training is unhealthy (a spike, a streak of skipped steps) the last healthy
+            # checkpoint is never pruned: it is the one a rescue resumes from
             path = ckpt.save_checkpoint(self.out_dir / "checkpoints", self.step, state,
-                                        keep=self.cfg.run.keep_checkpoints, rng=rng, protect=protect)
-        if self.bad_steps == 0:
+                                        keep=self.cfg.run.keep_checkpoints, rng=rng, protect=self.last_good)
+        if unhealthy is None:
             self.last_good = self.out_dir / "checkpoints" / f"step_{self.step:08d}.pt"
+        elif self.dist.is_main:
+            log.warning("checkpoint of step %d is not a rescue point (%s); the rescue point stays %s",
+                        self.step, unhealthy, self.last_good.name if self.last_good else "none")
         barrier()
         return path
+
+    def _weights_finite(self) -> bool:
+        """Every parameter finite, on every rank (a spike can leave huge but finite weights: the
+        loss and gradient-norm checks of ``rescue.Health`` catch those)."""
+        with torch.no_grad():
+            finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        return bool(all_reduce_mean(torch.tensor([float(finite)], device=self.device)).item() == 1.0)
 
     def _guard(self, guard: collapse.CollapseGuard, verdict: collapse.Verdict) -> None:
         """Keep the checkpoint of a good evaluation; stop (naming the checkpoint to resume) on collapse."""
@@ -370,6 +388,7 @@ class Trainer:
                     continue  # device values: read (one sync) only when logging, saving or monitoring
                 row = step.read(row)
                 self._check_bad_steps()
+                self.health.observe(self.step, row)
                 if k_due:  # held-out knowledge diagnostics
                     row.update(kmon.run(self.model.teacher.backbone, self.model.student.knowledge_head))
                 if log_due or row["skipped"] or "knowledge_heldout" in row:
@@ -380,7 +399,7 @@ class Trainer:
                     self._guard(monitor.guard, monitor.run(self.step))
         except BadStepsError as exc:
             raise BadStepsError(rescue.diverged_message(str(exc), self.out_dir, self.last_good,
-                                                        cfg.optim.base_lr)) from None
+                                                        cfg.optim.base_lr, cfg.optim.min_lr)) from None
         finally:
             bar.close()
             if log_out:

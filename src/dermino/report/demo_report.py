@@ -342,7 +342,8 @@ def _federated_sections(demo: DemoRun) -> list[Section]:
 
 
 def _provenance_section(demo: DemoRun) -> Section:
-    rows = [{"step": s.name, "seconds": f"{s.seconds:.1f}", "equivalent command": s.command[:300]} for s in demo.steps]
+    rows = [{"step": s.name, "seconds": f"{s.seconds:.1f}", "equivalent command": s.command[:300],
+             "note": s.detail.get("note", "") if isinstance(s.detail, dict) else ""} for s in demo.steps]
     return Section(
         "How this report was made",
         paragraphs=[f"dermino {code_version()}. Configs: demo_config.yaml, eval_config.yaml, "

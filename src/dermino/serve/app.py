@@ -17,13 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 
 import dermino
+from dermino.serve.body import FORM_OVERHEAD, BodyLimit, install_validation_handler
 from dermino.serve.routes import router as api_router
 from dermino.serve.service import Service
-from dermino.serve.uploads import BodyLimit
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: multipart overhead allowed on top of the file-size limit
-FORM_OVERHEAD = 64 * 1024
 
 
 def create_app(
@@ -47,6 +45,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    install_validation_handler(app)
     # Starlette spools file parts above 1 MB to a temporary FILE; keep accepted uploads in memory
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, service.limits.max_bytes + FORM_OVERHEAD)
     app.add_middleware(BodyLimit, max_body=service.limits.max_bytes + FORM_OVERHEAD)

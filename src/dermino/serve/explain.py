@@ -87,21 +87,27 @@ def crop_box(transform: EvalTransform, size: tuple[int, int]) -> tuple[float, fl
     return transform.crop_box(size)
 
 
+def _pixel_span(lo: float, hi: float, n: int) -> tuple[int, int]:
+    """Integer [start, stop) inside [0, n) covering [lo, hi), at least one pixel wide (thin images)."""
+    start = min(max(0, round(lo)), n - 1)
+    return start, min(n, max(start + 1, round(hi)))
+
+
 def overlay(image: Image.Image, heat: np.ndarray, box: tuple[float, float, float, float] | None = None,
             alpha: float = 0.5) -> Image.Image:
     """Colour-mapped ``heat`` (min-max scaled) blended onto ``image`` inside ``box``; outside dimmed."""
     from matplotlib import colormaps
 
     box = box or (0, 0, image.width, image.height)
-    left, top, right, bottom = (round(v) for v in box)
-    left, top = max(0, left), max(0, top)
-    right, bottom = min(image.width, right), min(image.height, bottom)
+    left, right = _pixel_span(box[0], box[2], image.width)
+    top, bottom = _pixel_span(box[1], box[3], image.height)
     h = np.asarray(heat, dtype=np.float64)
     h = (h - h.min()) / (h.max() - h.min()) if h.max() > h.min() else np.zeros_like(h)
     hm = Image.fromarray((h * 255).astype(np.uint8)).resize((right - left, bottom - top), Image.BILINEAR)
-    rgb = (colormaps["inferno"](np.asarray(hm) / 255.0)[..., :3] * 255).astype(np.uint8)
-    base = np.asarray(image.convert("RGB"), dtype=np.float64) * 0.45  # outside the crop: dimmed
-    region = np.asarray(image.convert("RGB"), dtype=np.float64)[top:bottom, left:right]
+    rgb = (colormaps["inferno"](np.asarray(hm) / 255.0)[..., :3] * 255).astype(np.float32)
+    pixels = np.asarray(image.convert("RGB"))
+    base = pixels.astype(np.float32) * 0.45  # outside the crop: dimmed
+    region = pixels[top:bottom, left:right].astype(np.float32)
     base[top:bottom, left:right] = (1 - alpha) * region + alpha * rgb
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 

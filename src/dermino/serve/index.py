@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from dermino.files import atomic_dir
+from dermino.files import atomic_dir, load_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class CaseIndex:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        emb = load_safetensors(folder / "embeddings.safetensors", "index embeddings")["embeddings"]
         records = json.loads((folder / "records.json").read_text())
         if len(records) != len(emb) or emb.shape[1:] != (meta["dim"],):
             raise ValueError(f"{folder}: {len(records)} records but embeddings of shape {tuple(emb.shape)}")

@@ -58,7 +58,7 @@ def build_index(
     splits: Sequence[str] = ("train", "val"),
     append: bool = False,
     backend: str = "auto",
-    cache_dir: str = ".cache/dermino/embeddings",
+    cache_dir: str = "",  # "": <folder of out>/cache/embeddings, beside the index (never inside it)
     batch_size: int = 64,
     progress: bool = True,
 ) -> CaseIndex:
@@ -92,7 +92,8 @@ def build_index(
         return index
     t = classifier.transform
     cfg = EmbedConfig(image_size=t.image_size, resize=t.resize, interpolation=t.interpolation,
-                      pool=classifier.pool, batch_size=batch_size, cache_dir=cache_dir,
+                      pool=classifier.pool, batch_size=batch_size,
+                      cache_dir=cache_dir or str(Path(out).parent / "cache" / "embeddings"),
                       device=str(classifier.feat_mean.device))
     if len(index) == 0:
         # embed every labelled row, then keep the chosen ones: after 'classifier train' on the same

@@ -4,7 +4,11 @@ Checks, cheapest first: the request body size (``BodyLimit``, before any parsing
 declared content type, the byte count of the file part, then decoding in memory with the
 same rules as every other image read in dermino (``data.images.decode_rgb``: truncated
 files and decompression bombs are refused, the pixel count is checked from the header
-before decoding). Saving uploads is opt-in and only ever inside ``save_dir``, under a name
+before decoding), and the aspect ratio is checked. Decoding runs in a worker thread, not on
+the event loop. What the models see is then bounded by ``max_side``: larger images are
+shrunk (aspect kept) right after decoding, so the per-request cost of the transform, the
+attention overlay and the segmentation mask depends on ``max_side``, not on the upload
+(docs/serve.md, "Cost per request"). Saving uploads is opt-in and only ever inside ``save_dir``, under a name
 derived from the content hash (the client's file name is never used as a path).
 """
 
@@ -15,11 +19,17 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import UploadFile
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
+from dermino.config import AtLeast1, Range, check_config
 from dermino.data.images import ImageReadError, decode_rgb
+from dermino.serve.body import MAX_UPLOAD_BYTES, BodyLimit
+
+__all__ = ["BodyLimit", "UploadError", "UploadLimits", "read_image", "save_upload", "shrink"]
 
 ALLOWED_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp")
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
@@ -27,14 +37,17 @@ ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
 
 @dataclass
 class UploadLimits:
-    max_bytes: int = 15 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_bytes: Annotated[int, AtLeast1] = MAX_UPLOAD_BYTES
+    max_pixels: Annotated[int, AtLeast1] = 40_000_000
+    #: longer side of the image the models work on; larger uploads are shrunk to it
+    max_side: Annotated[int, AtLeast1] = 2048
+    #: longer side / shorter side above this is refused (422): the model would see a sliver
+    max_aspect: Annotated[float, Range(ge=1)] = 20.0
     content_types: tuple[str, ...] = ALLOWED_TYPES
     save_dir: str | None = None  # None: uploads stay in memory only
 
     def __post_init__(self) -> None:
-        if self.max_bytes <= 0 or self.max_pixels <= 0:
-            raise ValueError("upload limits must be positive")
+        check_config(self, "upload limits")  # the declared checks above, at construction
 
 
 class UploadError(Exception):
@@ -57,12 +70,25 @@ async def read_image(file: UploadFile, limits: UploadLimits) -> Image.Image:
     if fmt is not None and fmt not in ALLOWED_FORMATS:
         raise UploadError(415, f"{name}: image format {fmt} is not accepted")
     try:
-        image = decode_rgb(data, name, max_pixels=limits.max_pixels)
+        image = await run_in_threadpool(decode_rgb, data, name, limits.max_pixels)
     except ImageReadError as exc:
         status = 413 if "decompression bomb" in exc.reason else 422
         raise UploadError(status, f"{name}: {exc.reason}") from exc
+    w, h = image.size
+    if max(w, h) > limits.max_aspect * min(w, h):
+        raise UploadError(422, f"{name}: {w}x{h} pixels: aspect ratio {max(w, h) / min(w, h):,.1f}:1 is over "
+                               f"the limit of {limits.max_aspect:g}:1 (the model sees a centre square: "
+                               "crop the image around the lesion)")
+    if max(w, h) > limits.max_side:
+        image = await run_in_threadpool(shrink, image, limits.max_side)
     if limits.save_dir:
         save_upload(data, name, limits.save_dir)
+    return image
+
+
+def shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` with its longer side at most ``max_side`` (aspect kept, each side at least 1 pixel)."""
+    image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return image
 
 
@@ -90,52 +116,3 @@ def save_upload(data: bytes, name: str, save_dir: str | Path) -> Path:
     tmp.replace(path)
     path.with_suffix(path.suffix + ".json").write_text(json.dumps({"client_name": name, "bytes": len(data)}))
     return path
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``max_body`` bytes, before parsing them."""
-
-    def __init__(self, app, max_body: int):
-        self.app, self.max_body = app, max_body
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await _reject(send, self.max_body)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, self.max_body)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _reject(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is larger than the limit of {limit:,} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -28,7 +28,13 @@ def study_url(folder: str | Path) -> str:
     path = Path(folder) / STUDY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a study folder (no {STUDY_FILE}); run 'dermino study create'")
-    return json.loads(path.read_text()).get("db_url") or default_url(folder)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not UTF-8 / not JSON: a corrupt or foreign file
+        raise ValueError(f"{path}: not a study file (not JSON: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a study file (expected a JSON object)")
+    return meta.get("db_url") or default_url(folder)
 
 
 def make_engine(url: str) -> Engine:
@@ -69,8 +75,15 @@ def current_revision(engine: Engine) -> str | None:
 
 def open_db(url: str) -> sessionmaker[Session]:
     """Engine + migrations + a session factory (``expire_on_commit=False``: rows stay readable)."""
+    from sqlalchemy.exc import DatabaseError
+
     engine = make_engine(url)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except DatabaseError as exc:  # e.g. "file is not a database": one error naming the database
+        engine.dispose()
+        raise ValueError(f"cannot open the study database {engine.url.render_as_string(hide_password=True)}: "
+                         f"{exc.orig or exc}") from exc
     return sessionmaker(engine, expire_on_commit=False)
 
 

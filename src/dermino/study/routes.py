@@ -8,7 +8,6 @@ from the case row inside the study folder, never from anything the client sends.
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -16,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from dermino.study.models import Reader
-from dermino.study.store import StudyError, StudyStore
+from dermino.study.store import StudyError, StudyStore, export_csv
 
 reader_router = APIRouter(prefix="/study/api", tags=["study: reader"])
 admin_router = APIRouter(prefix="/study/api/admin", tags=["study: admin"])
@@ -53,7 +52,7 @@ class AnswerIn(BaseModel):
     diagnosis: str = Field(min_length=1, max_length=200)
     confidence: int = Field(ge=1, le=5)
     comment: str = Field(default="", max_length=4000)
-    seconds: float = Field(ge=0, le=86400, description="time on the case, measured by the browser")
+    seconds: float = Field(ge=0, le=86400, allow_inf_nan=False, description="time on the case, measured by the browser")
 
 
 def _progress(st: StudyStore, reader: Reader) -> dict[str, Any]:
@@ -117,9 +116,7 @@ def admin_progress(request: Request) -> dict[str, Any]:
 
 @admin_router.get("/export.csv", dependencies=[Depends(require_admin)])
 def admin_export(request: Request) -> Response:
-    buf = io.StringIO()
-    store(request).answers_frame().to_csv(buf, index=False)
-    return Response(buf.getvalue(), media_type="text/csv",
+    return Response(export_csv(store(request).answers_frame()), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="answers.csv"'})
 
 
@@ -133,10 +130,12 @@ def admin_analysis(request: Request) -> dict[str, Any]:
     from dermino.study.analysis import analyse, make_plots
 
     st = store(request)
+    status = st.analysis_status()
     try:
         res = analyse(st.answers_frame(), st.labels, n_boot=500)
     except ValueError as exc:
-        raise HTTPException(409, str(exc)) from exc
+        waiting = f"; waiting for: {', '.join(status['waiting_for'])}" if status["waiting_for"] else ""
+        raise HTTPException(409, f"{exc}{waiting}") from exc
     with tempfile.TemporaryDirectory() as tmp:
         plots = [f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" for p in make_plots(res, tmp)]
     clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
@@ -147,4 +146,5 @@ def admin_analysis(request: Request) -> dict[str, Any]:
         "groups": [{k: clean(v) for k, v in r.items()} for r in res.groups.to_dict("records")],
         "tests": {k: {t: {a: clean(b) for a, b in d.items()} for t, d in v.items()} for k, v in res.tests.items()},
         "plots": plots,
+        **status,  # the page says whose answers are in, and what the final analysis still waits for
     }

@@ -5,6 +5,11 @@ server then needs no model (it starts in a second and cannot drift if a model fi
 The study folder holds everything: ``study.json``, the database (SQLite by default), the
 case images (re-encoded copies: no EXIF, no original file names) and the attention overlays.
 Tokens are printed once and written to ``links.csv`` (mode 600); the database keeps digests.
+
+The label space (the diagnoses a reader can choose) is fixed here, the same for every reader:
+the classifier's classes, or a list given by the organiser. It is never derived from the
+sampled cases (that would tell readers which diagnoses the cases hold), only cases whose truth
+is in it are sampled, and the AI's help names only labels in it (top-3 and similar cases).
 """
 
 from __future__ import annotations
@@ -60,16 +65,18 @@ def read_readers(path: str | Path) -> list[dict[str, str]]:
     return [{"name": n, "experience": (r.get("experience") or "").strip()} for n, r in zip(names, rows, strict=True)]
 
 
-def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[dict[str, Any]]
-                ) -> list[tuple[dict[str, Any], bytes]]:
-    """Per case: {top3, similar} and the attention overlay PNG."""
+def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[dict[str, Any]],
+                label_space: list[str]) -> list[tuple[dict[str, Any], bytes]]:
+    """Per case: {top3, similar} and the attention overlay PNG; only labels of ``label_space`` are named."""
     from dermino.serve.explain import explain_image, png_bytes
 
     out = []
     parts = [classifier.predict(images[i:i + 16]) for i in range(0, len(images), 16)]  # bounded memory
     probs, feats = np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
+    choosable = set(label_space)
+    allowed = np.array([name in choosable for name in classifier.label_names])
     for k, (image, row) in enumerate(zip(images, case_rows, strict=True)):
-        order = np.argsort(-probs[k])[:TOP_K]
+        order = [i for i in np.argsort(-probs[k]) if allowed[i]][:TOP_K]
         ai: dict[str, Any] = {"top": [{"label": classifier.label_names[i], "probability": float(probs[k][i])}
                                       for i in order], "similar": []}
         if index is not None and len(index):
@@ -79,6 +86,8 @@ def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[
                 # never show the case itself (or another image of the same lesion) with its label
                 if str(rec.get("image")) == row["path"] or (
                         row["lesion_id"] and str(rec.get("lesion_id", "")) == row["lesion_id"]):
+                    continue
+                if str(rec.get("label", "")) not in choosable:  # a label the reader could not choose
                     continue
                 ai["similar"].append({"label": str(rec.get("label", "")), "similarity": float(s),
                                       "thumbnail": index.thumbnail_data_url(int(i)), "metadata": {}})
@@ -91,10 +100,23 @@ def _ai_outputs(classifier: Any, index: Any, images: list[Any], case_rows: list[
     return out
 
 
+def _label_space(given: list[str] | None, classes: list[str]) -> list[str]:
+    """The given labels (stripped, de-duplicated, in order) or the classifier's classes."""
+    space = list(dict.fromkeys(s.strip() for s in (given or classes) if s and s.strip()))
+    if not space:
+        raise ValueError("the study's label space is empty (give --labels or a classifier with classes)")
+    if not set(space) & set(classes):
+        raise ValueError(f"no label of {space} is a class of the classifier ({classes}): the AI could name none")
+    return space
+
+
 def create_study(manifest: str | Path, n_cases: int, readers: str | Path, classifier: str | Path | Any,
                  index: str | Path | Any | None, out: str | Path, seed: int = 0, name: str = "",
-                 db_url: str | None = None, split: str | None = None) -> Created:
-    """Build the study folder and database; returns the tokens (shown once)."""
+                 db_url: str | None = None, split: str | None = None, labels: list[str] | None = None) -> Created:
+    """Build the study folder and database; returns the tokens (shown once).
+
+    ``labels``: the label space readers choose from (default: the classifier's classes).
+    """
     from dermino.classifier.model import load_classifier
     from dermino.serve.index import CaseIndex
 
@@ -107,14 +129,24 @@ def create_study(manifest: str | Path, n_cases: int, readers: str | Path, classi
     df = read_manifest(manifest)
     if split:
         df = df[df["split"] == split]
-    labels = [split_labels(v) for v in df["labels"]]
-    keep = [i for i, lab in enumerate(labels) if lab]
+    row_labels = [split_labels(v) for v in df["labels"]]
+    keep = [i for i, lab in enumerate(row_labels) if lab]
     if not keep:
         raise ValueError(f"{manifest}: no labelled images{f' in split {split!r}' if split else ''}")
     df = df.iloc[keep].reset_index(drop=True)
-    truth = [split_labels(v)[0] for v in df["labels"]]
-    picked = stratified_sample(truth, n_cases, seed)
     clf = load_classifier(classifier) if isinstance(classifier, str | Path) else classifier
+    label_space = _label_space(labels, list(clf.label_names))
+    truth_all = [split_labels(v)[0] for v in df["labels"]]
+    inside = [i for i, t in enumerate(truth_all) if t in label_space]
+    outside = sorted({t for t in truth_all if t not in label_space})
+    if outside:
+        log.warning("study: %d images whose diagnosis is outside the label space are not sampled: %s",
+                    len(truth_all) - len(inside), ", ".join(outside[:10]))
+    if not inside:
+        raise ValueError(f"{manifest}: no labelled image has a diagnosis in the label space {label_space}")
+    df = df.iloc[inside].reset_index(drop=True)
+    truth = [truth_all[i] for i in inside]
+    picked = stratified_sample(truth, n_cases, seed)
     idx = CaseIndex.load(index) if isinstance(index, str | Path) else index
 
     out.mkdir(parents=True, exist_ok=True)
@@ -131,9 +163,9 @@ def create_study(manifest: str | Path, n_cases: int, readers: str | Path, classi
              "truth": truth[i]} for i in picked]
     images = [read_rgb(r["path"]) for r in rows]
     log.info("study: computing the AI's suggestions for %d cases", len(rows))
-    ai = _ai_outputs(clf, idx, images, rows)
+    ai = _ai_outputs(clf, idx, images, rows, label_space)
     with session_factory.begin() as s:
-        s.add(Study(name=meta["name"], labels=sorted(set(truth[i] for i in picked)), admin_token_hash=token_hash(admin),
+        s.add(Study(name=meta["name"], labels=label_space, admin_token_hash=token_hash(admin),
                     seed=seed, config=meta))
         cases = []
         for k, (row, image, (help_, overlay)) in enumerate(zip(rows, images, ai, strict=True), start=1):

@@ -18,6 +18,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from dermino.study.db import open_db, study_url, token_hash
 from dermino.study.models import Answer, Case, CaseOrder, Reader, Study, utcnow
 
+#: what a spreadsheet reads as the start of a formula (tab and CR too: some apps strip them first)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula, prefixed with ``'`` (OWASP's advice).
+
+    A reader's comment such as ``=HYPERLINK(...)`` must stay text when the organiser opens the
+    export; numbers (including negative ones) are not text and are left alone.
+    """
+    out = df.copy()
+    for col in out.columns:
+        values = out[col].tolist()
+        if any(isinstance(v, str) and v.startswith(FORMULA_START) for v in values):
+            out[col] = pd.Series([f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v
+                                  for v in values], index=out.index, dtype=object)
+    return out
+
+
+def export_csv(df: pd.DataFrame) -> str:
+    """The answers as CSV text for spreadsheets: formula cells neutralised (``csv_safe``) and CRLF
+    line ends, so a cell holding a lone carriage return is quoted rather than splitting its row."""
+    return csv_safe(df).to_csv(index=False, lineterminator="\r\n")
+
 
 class StudyError(Exception):
     """A request the study rules refuse; ``status`` is the HTTP code the API answers with."""
@@ -155,6 +179,16 @@ class StudyStore:
             "server_seconds": a.server_seconds, "truth": c.truth,
             "ai_top1": (c.ai.get("top") or [{}])[0].get("label", ""), "answered_at": a.created.isoformat()}
             for a, r, c in rows], columns=cols)
+
+    def analysis_status(self) -> dict[str, list[str]]:
+        """Who the analysis includes (readers with answers in both rounds) and who it waits for."""
+        included, waiting = [], []
+        for r in self.readers_progress():
+            if r["round1"] and r["round2"]:
+                included.append(r["reader"])
+            if r["round2"] < r["total"]:
+                waiting.append(f"{r['reader']} (round 1: {r['round1']}/{r['total']}, round 2: {r['round2']}/{r['total']})")
+        return {"included": included, "waiting_for": waiting}
 
     def readers_progress(self) -> list[dict]:
         with self.sessions() as s:

@@ -63,12 +63,13 @@ def build_manifest(
     if csv:
         return _from_csv(root, Path(csv) if Path(csv).is_absolute() else root / csv, parse_mapping(map), source, modality)
     rows, labels, skipped = [], set(), []
+    found: list[tuple[Path, str]] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         names = normalise_labels([sub.name])
-        label = names[0] if names else ""
-        for img in walk_images(sub, skipped):
-            rows.append({"image": rel(img, root), "split": "", "labels": label, "modality": modality})
-            labels.add(label)
+        found += [(img, names[0] if names else "") for img in walk_images(sub, skipped)]
+    for img, label in _once_per_file(found, skipped):
+        rows.append({"image": rel(img, root), "split": "", "labels": label, "modality": modality})
+        labels.add(label)
     if skipped:
         log.warning("%s: %d entries skipped (symlink loops, broken links, unreadable); first: %s", root,
                     len(skipped), "; ".join(f"{p} ({why})" for p, why in skipped[:3]))
@@ -78,6 +79,29 @@ def build_manifest(
     df = finish(rows, root, source, sorted(labels), [])
     df.attrs["skipped_entries"] = [f"{p}\t{why}" for p, why in skipped]
     return df
+
+
+def _once_per_file(found: list[tuple[Path, str]], skipped: list[tuple[str, str]]) -> list[tuple[Path, str]]:
+    """One entry per file on disk (by resolved path), in walk order.
+
+    A file reachable by two paths (a symlinked class folder, a linked image) would otherwise be
+    indexed twice, under two labels and possibly two splits. The path without a link in it is
+    kept (else the first one met); each other path is skipped with a warning naming both.
+    """
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for img, label in found:
+        groups.setdefault(os.path.realpath(img), []).append((img, label))
+    keep: set[Path] = set()
+    for real, entries in groups.items():
+        direct = [e for e in entries if os.path.abspath(e[0]) == real]
+        chosen = (direct or entries)[0]
+        keep.add(chosen[0])
+        for img, label in entries:
+            if img != chosen[0]:
+                why = f"same file as {chosen[0]} (indexed once, with label {chosen[1]!r}; this path says {label!r})"
+                log.warning("%s: %s", img, why)
+                skipped.append((str(img), why))
+    return [(img, label) for img, label in found if img in keep]
 
 
 def walk_images(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:

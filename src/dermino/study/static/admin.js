@@ -41,7 +41,11 @@ function table(rows, cols, testid) {
     const m = a.metrics;
     const ci = (k) => `${fmt(m[k].value)} [${fmt(m[k].ci_low)}, ${fmt(m[k].ci_high)}]`;
     const box = $("analysis");
+    const waiting = a.waiting_for && a.waiting_for.length
+      ? `Provisional: the analysis covers ${a.included.length} reader(s) with answers in both rounds (${a.included.join(", ")}); it waits for ${a.waiting_for.join("; ")}.`
+      : `Final: every reader has finished both rounds (${a.included.length} readers).`;
     box.replaceChildren(
+      el("p", { class: "status", "data-testid": "analysis-status" }, waiting),
       table([
         { what: "accuracy, round 1 (unaided)", v: ci("accuracy_round1") },
         { what: "accuracy, round 2 (with AI)", v: ci("accuracy_round2") },

@@ -92,7 +92,7 @@ $("answer-form").addEventListener("submit", async (ev) => {
     renderMessage($("message"), `Not saved: ${e.message}`, "error");
     if (e.message.startsWith("409")) await load();  // already answered (e.g. in another tab): move on
   } finally {
-    $("submit").disabled = false;
+    $("submit").disabled = !current;  // finished: the form is hidden, and stays disabled
   }
 });
 
