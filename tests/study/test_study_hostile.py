@@ -134,13 +134,13 @@ def test_admin_analysis_says_whom_it_includes_and_waits_for(tmp_path):
         assert _post_answer(c, made, "alice", case["id"], rnd=case["round"]).status_code == 201
     body = c.get("/study/api/admin/analysis", headers=admin).json()
     assert body["included"] == ["alice"] and body["waiting_for"] == ["bob (round 1: 0/3, round 2: 0/3)"]
-    assert "it waits for" in (Path(__file__).parents[1] / "src/dermino/study/static/admin.js").read_text()
+    assert "it waits for" in (Path(__file__).parents[2] / "src/dermino/study/static/admin.js").read_text()
 
 
 def test_reader_page_hides_hidden_sections_despite_the_shared_grid_style():
     """``.results { display: grid }`` (serve's style.css) beat the ``hidden`` attribute: the last case
     and an active Submit button stayed on screen after the study was finished."""
-    root = Path(__file__).parents[1] / "src/dermino"
+    root = Path(__file__).parents[2] / "src/dermino"
     assert ".results { display: grid" in (root / "serve/static/style.css").read_text()
     css = (root / "study/static/study.css").read_text()
     assert "[hidden] { display: none !important; }" in css
