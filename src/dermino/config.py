@@ -330,6 +330,17 @@ def set_flags(cfg: T, flags: dict[str, Any]) -> T:
     return cfg
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (a missing file or another top level is a ConfigError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 flags: dict[str, Any] | None = None) -> T:
     """Defaults of ``cls``, then the YAML file (if any), then named CLI flags, then ``key=value``
@@ -338,12 +349,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         cfg = cls()
     else:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        cfg = from_dict(cls, data, where=str(path))
+        cfg = from_dict(cls, read_config_file(path), where=str(path))
     cfg = set_flags(cfg, flags or {})
     return check_config(apply_overrides(cfg, overrides), str(path) if path is not None else cls.__name__)
 

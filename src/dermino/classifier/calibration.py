@@ -71,13 +71,10 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """sum_b |B_b|/N * |acc(B_b) - conf(B_b)| over equal-width confidence bins."""
-    r = reliability_bins(probs, labels, n_bins)
-    n = r.count.sum()
-    if n == 0:
-        return float("nan")
-    used = r.count > 0
-    return float(np.sum(r.count[used] / n * np.abs(r.accuracy[used] - r.confidence[used])))
+    """sum_b |B_b|/N * |acc(B_b) - conf(B_b)| over equal-width confidence bins (the evaluation's ECE)."""
+    from dermino.evaluate.calibration import ece
+
+    return ece(labels, probs, n_bins)
 
 
 def reliability_diagram(

@@ -63,23 +63,14 @@ def describe_presets() -> str:
 
 def load_eval_config(path: str | None = None, overrides: list[str] | None = None, preset: str = ""):
     """Defaults, then the preset, then the YAML file, then ``key=value`` overrides; then every declared check."""
-    from pathlib import Path
 
-    import yaml
 
-    from dermino.config import ConfigError, apply_overrides, check_config, from_dict, load_config
+    from dermino.config import apply_overrides, check_config, from_dict, load_config, read_config_file
     from dermino.evaluate.config import EvalConfig
 
     if not preset:
         return load_config(EvalConfig, path, overrides)
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+    data = read_config_file(path) if path else {}
     cfg = from_dict(EvalConfig, preset_data(preset, data), where=f"preset {preset} + {path or 'defaults'}")
     cfg = check_config(apply_overrides(cfg, overrides), f"preset {preset}")
     cfg.preset = preset
