@@ -76,9 +76,6 @@ class EvalTransform:
         sx, sy = nw / w, nh / h
         return left / sx, top / sy, (left + s) / sx, (top + s) / sy
 
-    #: the name the upload-hardening code uses
-    source_box = crop_box
-
 
 def model_preprocess(model: torch.nn.Module) -> dict | None:
     """The model's own published preprocessing as a dict, or None (dermino ViTs, ``timm:`` ...)."""
