@@ -17,12 +17,18 @@ All on the published data folder (``--data`` or ``$DERMINO_SHARED_DATA``), nothi
 5. zero-shot PH2 (common nevus / atypical nevus / melanoma) through each hybrid run's head, with
    the plain names and with synonyms, vs chance and vs the same head at random init.
 
+Pretraining seeds (``--seeds 0,1,2``): each arm runs once per seed (``arm@seedN``) and the
+evaluation goes through the leaderboard, which reports each recipe's mean +- sd over seeds
+beside the per-seed paired-bootstrap CIs and calls a difference significant only when it holds
+for every seed. A single pretraining run sits inside run-to-run variance; one seed is not evidence.
+
 Resumable: a finished run is kept, an unfinished one resumes from its last checkpoint, and the
 evaluation cache is reused. ``--arms`` picks runs (so two processes can share the work), and
 ``--stage`` splits pretraining from evaluation. Writes benchmarks/results/evidence_knowledge.json.
 
     python benchmarks/evidence_knowledge.py --data ../shared/data --stage pretrain --arms ssl-only,hybrid-siglip
     python benchmarks/evidence_knowledge.py --data ../shared/data --stage eval
+    python benchmarks/evidence_knowledge.py --data ../shared/data --seeds 0,1,2 --arms ssl-only,hybrid-siglip
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from _common import (
     write_json,
 )
 
+from dermino.evaluate.leaderboard import LeaderboardOptions, run_leaderboard
 from dermino.evaluate.runner import run_evaluation
 from dermino.evaluate.zero_shot import ZeroShotConfig, format_zero_shot, run_zero_shot
 from dermino.features import EmbedConfig
@@ -69,8 +76,14 @@ def arms(head: str) -> dict[str, tuple[str, list[str]]]:
     }
 
 
+def run_name(arm: str, seed: int, seeds: list[int]) -> str:
+    """``arm`` for the single-seed layout of earlier evidence, ``arm@seedN`` when seeds are compared
+    (the leaderboard groups ``recipe@seedN`` names by recipe)."""
+    return arm if seeds == [0] else f"{arm}@seed{seed}"
+
+
 def pretrain_run(name: str, overrides: list[str], budget: int, manifests: dict[str, Path], out: Path,
-                 args: argparse.Namespace) -> dict:
+                 args: argparse.Namespace, seed: int = 0) -> dict:
     run_dir = out / "pretrain" / name
     heldout = f"[{manifests['ham10000']},{manifests['isic2017']}]"
     cfg = tiny_cpu_config([
@@ -80,7 +93,7 @@ def pretrain_run(name: str, overrides: list[str], budget: int, manifests: dict[s
         f"losses.knowledge.heldout={heldout}", f"losses.knowledge.heldout_every={args.heldout_every}",
         "losses.knowledge.heldout_max_images=1000",
         f"run.out_dir={run_dir}", "run.checkpoint_every=50", "run.progress=false", "run.log_every=10",
-        f"run.threads={args.threads}", *overrides,
+        f"run.threads={args.threads}", f"run.seed={seed}", *overrides,
     ])
     timing = run_dir / "timing.json"
     if not ((run_dir / "export" / "teacher_backbone.pt").is_file() and timing.is_file()):
@@ -153,20 +166,37 @@ def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args:
             weights[n] = str(path)
             runs[n]["evaluated_at_images"] = step * 32
             print(f"{n}: unfinished, evaluating the checkpoint at step {step} ({step * 32} images)", flush=True)
-    run_evaluation(evaluation_config("evidence-knowledge", out, weights, manifests, "ssl-only", ["knn", "linear"],
-                                     args.eval_size))
-    comparisons = json.loads((out / "eval" / "tables" / "comparisons.json").read_text())
-    rows = []
-    for f in sorted((out / "eval" / "results").glob("*.json")):
-        r = json.loads(f.read_text())
-        for name in ("auroc", "f1"):
-            if name in r["metrics"]:
-                m = r["metrics"][name]
-                rows.append({"dataset": r["dataset"], "task": r["task"], "backbone": r["backbone"], "metric": name,
-                             "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]})
+    reference = next(n for n in runs if n.partition("@")[0] == "ssl-only") if any(
+        n.partition("@")[0] == "ssl-only" for n in runs) else next(iter(runs))
+    ecfg = evaluation_config("evidence-knowledge", out, weights, manifests, reference, ["knn", "linear"],
+                             args.eval_size)
+    if len(args.seed_list) == 1:  # the earlier single-seed layout: one evaluation with paired tests
+        run_evaluation(ecfg)
+        comparisons = json.loads((out / "eval" / "tables" / "comparisons.json").read_text())
+        rows = []
+        for f in sorted((out / "eval" / "results").glob("*.json")):
+            r = json.loads(f.read_text())
+            for name in ("auroc", "f1"):
+                if name in r["metrics"]:
+                    m = r["metrics"][name]
+                    rows.append({"dataset": r["dataset"], "task": r["task"], "backbone": r["backbone"],
+                                 "metric": name, "value": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]})
+    else:  # several pretraining seeds: the leaderboard's cells, paired tests and across-seed verdicts
+        ecfg.out_dir = str(out / "leaderboard")
+        board = json.loads((run_leaderboard(ecfg, LeaderboardOptions(reference=reference)) / "leaderboard.json")
+                           .read_text())
+        rows = [{"dataset": r["dataset"], "task": r["protocol"], "backbone": r["backbone"], "metric": r["metric"],
+                 "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+                for r in board["rows"] if r["group"] == "" and r["metric"] in ("auroc", "f1")]
+        comparisons = {"paired_tests": board["paired_tests"], "seed_comparisons": board["seed_comparisons"]}
+        for c in board["seed_comparisons"]:
+            print(f"{c['dataset']}/{c['protocol']}: {c['recipe']} {c['mean']:.3f} +- {c['sd']:.3f} vs "
+                  f"{c['reference_recipe']} {c['reference_mean']:.3f} +- {c['reference_sd']:.3f} over "
+                  f"{c['n_seeds']} seeds; holds across seeds: {c['holds_across_seeds']}; "
+                  f"significant: {c['significant']} {c['note']}", flush=True)
     zs = {}
     for name in runs:
-        if not name.startswith(("hybrid", "abl-knowledge")):
+        if not name.startswith(("hybrid", "abl-knowledge")) or "@seed" in name and not name.endswith("@seed0"):
             continue
         for variant, prompts in (("names", {}), ("synonyms", SYNONYMS)):
             res = run_zero_shot("dermino_vit_tiny_14", weights[name], str(manifests["ph2"]),
@@ -189,9 +219,15 @@ def main() -> None:
     ap.add_argument("--stage", choices=["pretrain", "eval", "all", "summary"], default="all",
                     help="summary: print the held-out diagnostics of every run so far (finished or not)")
     ap.add_argument("--heldout-every", type=int, default=50, help="steps between held-out diagnostics")
+    ap.add_argument("--seeds", default="0",
+                    help="pretraining seeds per arm, e.g. 0,1,2 (runs are then named arm@seedN and compared "
+                         "across seeds by the leaderboard)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-size", type=int, default=56)
     args = ap.parse_args()
+    args.seed_list = sorted({int(x) for x in args.seeds.split(",") if x.strip()})
+    if not args.seed_list:
+        ap.error("--seeds needs at least one integer")
     data = require_data(ap, args)
     setup_logging()
     out = Path(args.out)
@@ -202,15 +238,17 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown arm(s) {unknown}; known: {list(table)}")
     runs: dict[str, dict] = {}
-    for name in chosen:
-        kind, overrides = table[name]
-        budget = args.budget if kind == "main" else args.ablation_budget
-        run_dir = out / "pretrain" / name
-        if args.stage in ("pretrain", "all"):
-            runs[name] = pretrain_run(name, overrides, budget, manifests, out, args)
-            print(name, json.dumps({k: v for k, v in runs[name].items() if k != "heldout_curve"}), flush=True)
-        elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
-            runs[name] = summarise_run(run_dir, budget)
+    for seed in args.seed_list:
+        for arm in chosen:
+            kind, overrides = table[arm]
+            budget = args.budget if kind == "main" else args.ablation_budget
+            name = run_name(arm, seed, args.seed_list)
+            run_dir = out / "pretrain" / name
+            if args.stage in ("pretrain", "all"):
+                runs[name] = pretrain_run(name, overrides, budget, manifests, out, args, seed)
+                print(name, json.dumps({k: v for k, v in runs[name].items() if k != "heldout_curve"}), flush=True)
+            elif (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints").is_dir():
+                runs[name] = summarise_run(run_dir, budget)
     if args.stage == "summary":
         dest = write_json({"pretrain": runs}, RESULTS / "evidence_knowledge_partial.json")
         for name, r in runs.items():

@@ -113,3 +113,19 @@ def test_caption_scores_notes_skipped_meteor():
     assert {"bleu1", "bleu4", "cider", "rougeL_coco", "rouge1", "rouge2", "rougeL", "sacrebleu"} <= set(s.corpus)
     with pytest.raises(ValueError, match="reference"):
         M.caption_scores(["a"], [["a"], ["b"]], use_meteor=False)
+
+
+def test_score_captions_tokenizes_once(monkeypatch):
+    """Every metric and every bootstrap resample reuse one tokenization (PTB is a Java process)."""
+    from dermino.caption.data import CaptionExample
+    from dermino.caption.evaluate import score_captions
+
+    calls = []
+    real = M.coco_inputs
+    monkeypatch.setattr(M, "coco_inputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    examples = [CaptionExample(image=f"i{i}.jpg", caption=r[0], labels=("melanoma",), row=i, source="ph2")
+                for i, r in enumerate(DERM_REFERENCES)]
+    metrics, extra = score_captions(DERM_CANDIDATES, examples, [None] * len(examples), n_bootstrap=20,
+                                    use_meteor=False)
+    assert len(calls) == 1
+    assert metrics["bleu4"].value == pytest.approx(M.bleu(DERM_CANDIDATES, DERM_REFERENCES)[0][3])

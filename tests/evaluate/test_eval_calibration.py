@@ -11,6 +11,7 @@ from dermino.evaluate.calibration import (
     CalibrationConfig,
     ece,
     fit_temperature,
+    fit_temperature_logits,
     flagged_gaps,
     group_calibration_report,
     temperature_scale,
@@ -68,6 +69,11 @@ def test_temperature_minimises_validation_nll_and_keeps_ranking():
     best = grid[np.argmin([nll(T) for T in grid])]
     assert t == pytest.approx(best, rel=5e-3) and t > 1.5
     np.testing.assert_array_equal(temperature_scale(probs, t).argmax(1), probs.argmax(1))
+    # one fit for the project: on logits (the classifier's) and on probabilities (the probes') agree
+    from dermino.classifier.calibration import fit_temperature as classifier_fit
+
+    assert classifier_fit is fit_temperature_logits
+    assert fit_temperature_logits(logits, y) == pytest.approx(t, rel=1e-4)
     assert ece(y, temperature_scale(probs, t)) < ece(y, probs)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from dermino.caption.clinical import CRITERIA, clinical_scores, stated_criteria, true_criteria_ph2
 from dermino.caption.data import CaptionExample
-from dermino.caption.metrics import bleu_tokenized, caption_scores, coco_inputs, sacrebleu_corpus
+from dermino.caption.metrics import bleu_tokenized, caption_scores, sacrebleu_corpus
 from dermino.evaluate.stats import bootstrap_ci
 from dermino.results import Metric, Result, result_filename, write_result
 
@@ -52,7 +52,7 @@ def score_captions(
             m.value = value
         return m
 
-    gts, res, _ = coco_inputs(generated, refs)  # tokenized once for every bootstrap resample
+    gts, res = scores.tokenized  # tokenized once, for every metric and every bootstrap resample
     for k in (1, 2, 4):
         def corpus_bleu(rows: np.ndarray, k: int = k) -> float:
             sub_gts = {j: gts[int(i)] for j, i in enumerate(rows)}

@@ -178,6 +178,9 @@ class CaptionScores:
     corpus: dict[str, float]
     per_caption: dict[str, np.ndarray]
     notes: dict[str, str] = field(default_factory=dict)
+    #: (references, candidates) as tokenized once for every metric: a bootstrap of corpus BLEU
+    #: resamples these instead of running the tokenizer (a Java process for PTB) again
+    tokenized: tuple[dict, dict] = field(default_factory=lambda: ({}, {}))
 
 
 def caption_scores(
@@ -206,4 +209,4 @@ def caption_scores(
         corpus["meteor"], per["meteor"] = _meteor(gts, res)
     else:
         notes["meteor"] = "skipped: " + ("no Java runtime found" if use_meteor else "disabled")
-    return CaptionScores(corpus, per, notes)
+    return CaptionScores(corpus, per, notes, (gts, res))

@@ -13,29 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from dermino.evaluate.calibration import ece, fit_temperature_logits
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
-    """The T > 0 that minimises cross-entropy of ``softmax(logits / T)`` on ``labels``."""
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
-        raise ValueError(f"fit_temperature: logits {tuple(z.shape)} vs {len(y)} labels")
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = float(log_t.detach().exp())
-    if not np.isfinite(t) or t <= 0:
-        raise RuntimeError(f"temperature fit diverged (T={t})")
-    return min(max(t, 1e-2), 1e2)
+#: the evaluation's temperature fit, on logits (one fit for the project)
+fit_temperature = fit_temperature_logits
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -72,8 +54,6 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """sum_b |B_b|/N * |acc(B_b) - conf(B_b)| over equal-width confidence bins (the evaluation's ECE)."""
-    from dermino.evaluate.calibration import ece
-
     return ece(labels, probs, n_bins)
 
 
@@ -93,8 +73,8 @@ def reliability_diagram(
         used = r.count > 0
         ax.bar(centres[used], r.accuracy[used], width=1 / n_bins, edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-        ece = expected_calibration_error(probs, labels, n_bins)
-        ax.set_title(f"{title}\nECE = {ece:.3f} (n = {len(labels)})")
+        error = expected_calibration_error(probs, labels, n_bins)
+        ax.set_title(f"{title}\nECE = {error:.3f} (n = {len(labels)})")
         ax.set_xlabel("confidence (top-1 probability)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -56,21 +56,34 @@ def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    """The T in [0.01, 100] minimising validation NLL of :func:`temperature_scale` (bounded 1-D search)."""
+def fit_temperature_logits(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T in [0.01, 100] minimising the NLL of ``softmax(logits / T)`` on ``y`` (bounded 1-D search).
+
+    The one temperature fit of the project (Guo et al. 2017): the classifier fits it on its
+    validation logits, the evaluation on its probes' validation probabilities (as ``log p``).
+    A bounded search on ``log T`` cannot diverge and keeps T positive.
+    """
     from scipy.optimize import minimize_scalar
 
+    z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y, dtype=int)
-    if len(y) == 0 or len(probs) != len(y):
-        raise ValueError(f"fit_temperature: {len(probs)} predictions vs {len(y)} labels")
+    if z.ndim != 2 or len(y) == 0 or len(z) != len(y):
+        raise ValueError(f"fit_temperature: logits {tuple(z.shape)} vs {len(y)} labels")
+    rows = np.arange(len(y))
 
     def nll(log_t: float) -> float:
-        p = temperature_scale(probs, math.exp(log_t))
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1.0)).mean())
+        s = z / math.exp(log_t)
+        s = s - s.max(1, keepdims=True)
+        return float((np.log(np.exp(s).sum(1)) - s[rows, y]).mean())
 
     res = minimize_scalar(nll, bounds=(math.log(1e-2), math.log(1e2)), method="bounded",
                           options={"xatol": 1e-6})
     return float(math.exp(res.x))
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """:func:`fit_temperature_logits` on ``log p``, the logits of :func:`temperature_scale`."""
+    return fit_temperature_logits(np.log(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0)), y)
 
 
 def ece(y: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
