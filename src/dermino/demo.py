@@ -40,7 +40,7 @@ class DemoConfig:
     out: str = "demo_output"
     data: str = ""  # '' = the bundled sample; else a folder holding ham10000/, ph2/, isic2017/ as published
     seed: int = 0
-    # configs/pretrain/tiny_cpu.yaml's network: ~25 images/s on 2 CPU cores
+    # configs/pretrain/tiny_cpu.yaml's network: 12-25 images/s on 2 CPU cores, by machine
     depth: int = 4
     embed_dim: int = 192
     num_heads: int = 3
@@ -48,7 +48,7 @@ class DemoConfig:
     local_size: int = 42
     n_local_crops: int = 4
     batch_size: int = 32
-    pretrain_images: int = 5000  # per pretraining run (hybrid and SSL-only each)
+    pretrain_images: int = 3000  # per pretraining run (hybrid and SSL-only each): ~4 min each at 12 images/s
     prototypes: int = 4096
     eval_size: int = 98  # evaluation / segmentation input side (= the trained grid)
     bootstrap: int = 1000

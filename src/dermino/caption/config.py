@@ -35,6 +35,17 @@ class CaptionConfig(Checked):
     weight_decay: Annotated[float, NonNegative] = 0.0
     warmup_steps: Annotated[int, NonNegative] = 0
     grad_clip: Annotated[float, NonNegative] = 1.0
+    # LLaVA-style alignment: this many steps first train the projector alone (the LM and its LoRA
+    # adapters frozen), so the image tokens land where the LM reads them before LoRA starts to adapt
+    align_steps: Annotated[int, NonNegative] = 0
+    # balanced: every step draws images with probability inversely proportional to their diagnosis'
+    # frequency, so the majority diagnosis' template cannot win by being the most common caption
+    sampling: Literal["uniform", "balanced"] = "uniform"
+    # folder for the frozen encoder's features (keyed by encoder weights, images, size and image tokens),
+    # reused across runs and evaluations; "" = compute in memory each time
+    feature_cache: str = ""
+    # also train on one yes/no question per dermoscopic criterion of every annotated (PH2) training image
+    vqa_training: bool = False
     max_caption_tokens: Annotated[int, Range(ge=2)] = 96
     max_new_tokens: Annotated[int, AtLeast1] = 64
     num_beams: Annotated[int, AtLeast1] = 1
@@ -46,6 +57,8 @@ class CaptionConfig(Checked):
     device: Annotated[str, Device()] = "auto"
     seed: int = 0
     bootstrap: Annotated[int, NonNegative] = 1000
+    # evaluation also captions each image from a different-diagnosis image's features (the grounding control)
+    grounding_control: bool = True
     meteor: bool = True  # needs a Java runtime; skipped (and said so in the results) without one
     log_every: Annotated[int, AtLeast1] = 10
     progress: bool = True

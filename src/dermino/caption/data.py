@@ -308,3 +308,13 @@ def load_examples(manifests: list[str], split: str, limit: int = 0, seed: int = 
         order = np.random.default_rng(seed).permutation(len(examples))[:limit]
         examples = [examples[i] for i in sorted(order)]
     return examples, skipped
+
+
+def example_rows(manifests: list[str], examples: list[CaptionExample]) -> list[dict]:
+    """The manifest row of each example (matched on the resolved image path; ``{}`` when absent)."""
+    lookup: dict[str, dict] = {}
+    for m in manifests:
+        df = read_manifest(m)
+        for row in df.to_dict("records"):
+            lookup[os.path.normpath(str(resolve(df, row["image"])))] = row
+    return [lookup.get(os.path.normpath(str(e.image)), {}) for e in examples]

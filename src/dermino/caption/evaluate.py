@@ -6,6 +6,10 @@ report reads for its examples. Intervals are 95 % percentile bootstraps over tes
 (``evaluate/stats.py``): corpus BLEU and sacreBLEU are recomputed on every resample; metrics that
 are a mean of per-caption scores (CIDEr-D with this corpus' document frequencies, ROUGE,
 METEOR's per-segment scores, diagnosis accuracy) resample those scores.
+
+The grounding control (``extra["grounding"]``, :mod:`dermino.caption.grounding`) captions every
+image again from a different-diagnosis partner's features and writes those captions to
+``<name>__<dataset>__swapped.csv``: the paired difference says whether the text follows the image.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dermino.caption.clinical import CRITERIA, clinical_scores, stated_criteria, true_criteria_ph2
 from dermino.caption.data import CaptionExample
@@ -148,12 +152,21 @@ def evaluate_run(
     device: str = "cpu",
     lm=None,
     tokenizer=None,
+    grounding: bool | None = None,
+    vqa: bool | None = None,
 ) -> Result:
-    """Generate captions for a split of the run's (or the given) manifests and score them."""
-    from dermino.caption.data import load_examples
+    """Generate captions for a split of the run's (or the given) manifests and score them.
+
+    With ``grounding`` (default: the run's ``grounding_control``, on) and an image-reading
+    captioner, every image is captioned again from a different-diagnosis partner's features
+    (:mod:`dermino.caption.grounding`) and the paired difference goes into the results.
+    Images with PH2 criteria annotations are also asked one yes/no question per criterion
+    (:mod:`dermino.caption.vqa`; default: when the run trained on them, ``vqa=True`` asks any
+    captioner, e.g. the language model alone), with the same swapped-image control.
+    """
+    from dermino.caption.data import example_rows, load_examples
     from dermino.caption.generate import encode_paths, generate_captions
     from dermino.caption.model import load_captioner
-    from dermino.data.manifest import read_manifest, resolve
 
     run = Path(run_dir)
     cap = load_captioner(run, lm=lm, tokenizer=tokenizer, device=device)
@@ -166,24 +179,133 @@ def evaluate_run(
     examples, skipped = load_examples(manifests, split, int(cfg.get("max_test", 0) or 0), int(cfg.get("seed", 0)))
     if not examples:
         raise ValueError(f"no captioned images in split {split!r} of {manifests} ({skipped} without caption)")
-    lookup = {}
-    for m in manifests:
-        df = read_manifest(m)
-        for row in df.to_dict("records"):
-            lookup[os.path.normpath(str(resolve(df, row["image"])))] = row
-    truth = [true_criteria_ph2(lookup.get(os.path.normpath(str(e.image)), {})) for e in examples]
+    truth = [true_criteria_ph2(row) for row in example_rows(manifests, examples)]
     image_size = int(meta.get("image_size", cfg.get("image_size", 224)))
-    feats = encode_paths(cap, [e.image for e in examples], image_size, progress=bool(cfg.get("progress", True)))
+    feats = encode_paths(cap, [e.image for e in examples], image_size, progress=bool(cfg.get("progress", True)),
+                         cache_dir=str(cfg.get("feature_cache", "") or ""))
     beams = num_beams or int(cfg.get("num_beams", 1))
     generated = generate_captions(cap, feats, max_new_tokens=max_new_tokens or int(cfg.get("max_new_tokens", 64)),
                                   num_beams=beams, progress=bool(cfg.get("progress", True)))
     dataset = "+".join(Path(m).stem for m in manifests) + f":{split}"
     label = name or run.name
+    boot = n_bootstrap or int(cfg.get("bootstrap", 1000))
+    extra = {"skipped_no_caption": skipped, "train_steps": meta.get("steps"),
+             "seconds_per_step": meta.get("seconds_per_step"), "peak_memory_mb": meta.get("peak_memory_mb")}
+    if grounding is None:
+        grounding = bool(cfg.get("grounding_control", True))
+    if grounding and cap.uses_image:
+        extra["grounding"] = _grounding(cap, feats, examples, generated, truth, beams, boot,
+                                        int(cfg.get("seed", 0)), out_dir or run / "results", label, dataset,
+                                        max_new_tokens or int(cfg.get("max_new_tokens", 64)),
+                                        bool(cfg.get("progress", True)))
+    elif grounding:
+        extra["grounding"] = {"skipped": "the language model alone reads no image: nothing to swap"}
+    if vqa is None:  # a captioner trained on the questions is asked them (and its baselines are, when told)
+        vqa = bool(cfg.get("vqa_training", False))
+    if vqa and any(t is not None for t in truth):
+        partners = None
+        if grounding and cap.uses_image and "partners" in extra.get("grounding", {}):
+            partners = np.asarray(extra["grounding"]["partners"])
+        extra["vqa"] = evaluate_vqa(cap, feats, examples, truth, partners, boot, int(cfg.get("seed", 0)),
+                                    max_new_tokens=16, progress=bool(cfg.get("progress", True)))
     result, _ = evaluation_result(
         label, dataset, generated, examples, truth, out_dir or run / "results",
         config={"run": str(run), "spec": meta.get("spec"), "num_beams": beams, "split": split},
-        n_bootstrap=n_bootstrap or int(cfg.get("bootstrap", 1000)), use_meteor=bool(cfg.get("meteor", True)),
-        extra={"skipped_no_caption": skipped, "train_steps": meta.get("steps"),
-               "seconds_per_step": meta.get("seconds_per_step"), "peak_memory_mb": meta.get("peak_memory_mb")},
+        n_bootstrap=boot, use_meteor=bool(cfg.get("meteor", True)), extra=extra,
     )
     return result
+
+
+def _grounding(cap, feats, examples: Sequence[CaptionExample], generated: Sequence[str],
+               truth: Sequence[set[str] | None], beams: int, n_bootstrap: int, seed: int, out_dir: str | Path,
+               label: str, dataset: str, max_new_tokens: int, progress: bool) -> dict:
+    """Caption every image from its partner's features; score both against the true labels."""
+    from dermino.caption.generate import generate_captions
+    from dermino.caption.grounding import grounding_control, swap_partners
+
+    try:
+        partners = swap_partners([e.labels for e in examples], seed)
+    except ValueError as err:
+        return {"skipped": str(err)}
+    swapped = generate_captions(cap, feats[torch.as_tensor(partners)], max_new_tokens=max_new_tokens,
+                                num_beams=beams, progress=progress)
+    labels = [e.labels for e in examples]
+    correct = clinical_scores(generated, labels, truth).diagnosis_correct
+    correct_swapped = clinical_scores(swapped, labels, truth).diagnosis_correct
+    report = grounding_control(correct, correct_swapped, generated, swapped, truth, partners, n_bootstrap, seed)
+    name = result_filename(label, dataset, "swapped").removesuffix(".json") + ".csv"
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "partner_image", "labels", "partner_labels", "generated_from_partner",
+                    "diagnosis_correct_for_image"])
+        for e, j, g, c in zip(examples, partners, swapped, correct_swapped, strict=True):
+            p = examples[int(j)]
+            w.writerow([str(e.image), str(p.image), ";".join(e.labels), ";".join(p.labels), g, int(bool(c))])
+    tmp.replace(path)
+    report["predictions"] = path.name
+    return report
+
+
+def evaluate_vqa(cap, feats, examples: Sequence[CaptionExample], truth: Sequence[set[str] | None],
+                 partners: np.ndarray | None, n_bootstrap: int, seed: int, max_new_tokens: int = 16,
+                 batch_size: int = 16, progress: bool = True) -> dict:
+    """Ask every annotated image one question per criterion; score the answers (and, with
+    ``partners``, the answers from the partner image's features) against its annotation."""
+    from dermino.caption.vqa import vqa_scores
+    from dermino.evaluate.stats import paired_bootstrap
+
+    rows, questions = [], []
+    for i, t in enumerate(truth):
+        if t is None:
+            continue
+        for q in qa_pairs(t, seed, examples[i].row):
+            rows.append(i)
+            questions.append(q)
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    prompts = [q.question for q in questions]
+
+    def answer(features) -> list[str]:
+        out: list[str] = []
+        for lo in range(0, len(prompts), batch_size):
+            sl = slice(lo, lo + batch_size)
+            f = features[sl] if cap.uses_image else None
+            out += cap.generate(f, batch=len(prompts[sl]), max_new_tokens=max_new_tokens, prompts=prompts[sl])
+        return out
+
+    crit = [q.criterion for q in questions]
+    present = [q.truth for q in questions]
+    answers = answer(feats[idx] if cap.uses_image else None)
+    report = {"n_images": len(set(rows)), "n_questions": len(questions),
+              "true_image": vqa_scores(crit, present, answers, n_bootstrap, seed),
+              "examples": [{"image": str(examples[i].image), "question": q.question, "truth": q.truth, "answer": a}
+                           for i, q, a in list(zip(rows, questions, answers, strict=True))[:20]]}
+    if partners is not None:
+        swapped = answer(feats[torch.as_tensor(partners)[idx]])
+        report["swapped_image"] = vqa_scores(crit, present, swapped, n_bootstrap, seed)
+        said_true = np.asarray(report["true_image"]["answers_parsed"], dtype=object)
+        said_swap = np.asarray(report["swapped_image"]["answers_parsed"], dtype=object)
+        crit_arr, truth_arr = np.asarray(crit, dtype=object), np.asarray(present, bool)
+
+        def mean_balanced(r: np.ndarray, said: np.ndarray) -> float:
+            from dermino.caption.vqa import balanced_accuracy
+
+            vals = [balanced_accuracy(truth_arr[r][crit_arr[r] == c], said[crit_arr[r] == c])
+                    for c in dict.fromkeys(crit)]
+            return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+        comp = paired_bootstrap(mean_balanced, np.arange(len(rows)), said_true, said_swap,
+                                n_resamples=n_bootstrap, seed=seed)
+        report["paired_mean_balanced_accuracy"] = {
+            "true_image": comp.a.value, "swapped_image": comp.b.value, "diff": comp.diff.value,
+            "ci_low": comp.diff.ci_low, "ci_high": comp.diff.ci_high, "p_value": comp.p_value}
+    return report
+
+
+def qa_pairs(truth: set[str], seed: int, row: int):
+    """The seeded questions of one annotated image (the same for every captioner evaluated)."""
+    from dermino.caption.vqa import make_qa
+
+    return make_qa(truth, seed=seed * 100_003 + row)

@@ -8,15 +8,20 @@ projector from those features.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dermino.caption.model import Captioner
 from dermino.data.images import IMAGE_EXTENSIONS, read_rgb
 from dermino.features import EmbedConfig, eval_transform
+from dermino.features.cache import CACHE_VERSION, model_hash, rows_hash
+from dermino.files import atomic_path
 from dermino.progress import tqdm
 
 log = logging.getLogger(__name__)
@@ -28,12 +33,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def feature_key(captioner: Captioner, paths: Sequence[Path], image_size: int) -> str:
+    """What makes two encodings the same: encoder tensors, images (path, size, mtime), transform, tokens."""
+    enc = captioner.encoder
+    transform = eval_transform(enc, EmbedConfig(image_size=image_size))
+    blob = json.dumps({"v": CACHE_VERSION, "kind": "caption-image-tokens", "model": model_hash(enc),
+                       "rows": rows_hash(paths), "transform": transform.params(),
+                       "tokens": captioner.spec.image_tokens, "grid": captioner.spec.patch_grid}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 @torch.no_grad()
 def encode_paths(captioner: Captioner, paths: Sequence[Path], image_size: int, batch_size: int = 32,
-                 progress: bool = True) -> torch.Tensor:
-    """``(N, K, D)`` frozen image features on the CPU (``(N, 0, 1)`` for the LM alone)."""
+                 progress: bool = True, cache_dir: str | Path = "") -> torch.Tensor:
+    """``(N, K, D)`` frozen image features on the CPU (``(N, 0, 1)`` for the LM alone).
+
+    With ``cache_dir`` the features are read from (or written to) ``<cache_dir>/<key>.npy``, the
+    key naming the encoder's tensors, the images and the transform: the encoder is frozen, so a
+    second training run or an evaluation never encodes the same images again.
+    """
     if not captioner.uses_image:
         return torch.zeros(len(paths), 0, 1)
+    path = None
+    if str(cache_dir):
+        path = Path(cache_dir) / f"{feature_key(captioner, paths, image_size)}.npy"
+        if path.is_file():
+            log.info("caption features: %d images from the cache %s", len(paths), path)
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+    feats = _encode(captioner, paths, image_size, batch_size, progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, feats.numpy())
+    return feats
+
+
+def _encode(captioner: Captioner, paths: Sequence[Path], image_size: int, batch_size: int,
+            progress: bool) -> torch.Tensor:
     enc = captioner.encoder
     transform = eval_transform(enc, EmbedConfig(image_size=image_size))
     device = next(enc.parameters()).device

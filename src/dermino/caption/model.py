@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -148,15 +149,17 @@ class Captioner(nn.Module):
             warnings.warn(msg, stacklevel=3)
             log.warning(msg)
 
-    def prompt_ids(self, reserve: int = 0) -> list[int]:
-        """Prompt token ids, cut (with a warning) so image + prompt + ``reserve`` fit the context."""
+    def prompt_ids(self, reserve: int = 0, text: str | None = None) -> list[int]:
+        """Token ids of the prompt (``text``, e.g. a question, else the spec's), cut (with a warning)
+        so image + prompt + ``reserve`` fit the context."""
         tok = self.tokenizer
+        text = self.spec.prompt if text is None else text
         if self.spec.chat_template and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": self.spec.prompt}],
+            chat = tok.apply_chat_template([{"role": "user", "content": text}],
                                            tokenize=False, add_generation_prompt=True)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
+            ids = tok(chat, add_special_tokens=False)["input_ids"]
         else:
-            ids = tok(self.spec.prompt + "\n", add_special_tokens=True)["input_ids"]
+            ids = tok(text + "\n", add_special_tokens=True)["input_ids"]
         room = self.context_length() - self.n_image_tokens - reserve
         if room < 1:
             raise ValueError(
@@ -169,6 +172,13 @@ class Captioner(nn.Module):
             ids = ids[-room:]
         return ids
 
+    def _prompt_batch(self, batch: int, prompts: Sequence[str] | None, reserve: int) -> list[list[int]]:
+        if prompts is None:
+            return [self.prompt_ids(reserve=reserve)] * batch
+        if len(prompts) != batch:
+            raise ValueError(f"{len(prompts)} prompts for a batch of {batch}")
+        return [self.prompt_ids(reserve=reserve, text=p) for p in prompts]
+
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         """Frozen encoder features (no gradient), ready for ``forward(features=...)``."""
         if not self.uses_image:
@@ -176,26 +186,48 @@ class Captioner(nn.Module):
         with torch.no_grad():
             return image_features(self.encoder, x, self.spec.image_tokens, self.spec.patch_grid)
 
-    def _prefix(self, features: torch.Tensor | None, batch: int, prompt: list[int]) -> torch.Tensor:
+    def _prefix(self, features: torch.Tensor | None, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(embeddings, attention mask)`` of ``[padding, image tokens, prompt]`` per row.
+
+        Prompts of different lengths (questions) are left-padded, so every row's text starts right
+        after the shared prefix length; with one prompt for all rows there is no padding at all.
+        """
         emb = self.lm.get_input_embeddings()
-        p = emb(torch.tensor(prompt, device=self.device))[None].expand(batch, -1, -1)
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        text = emb(ids.to(self.device))
+        mask = mask.to(self.device)
         if not self.uses_image:
-            return p
-        img = self.projector(features.to(self.device, dtype=self.projector_dtype))
-        return torch.cat([img.to(p.dtype), p], dim=1)
+            return text, mask
+        img = self.projector(features.to(self.device, dtype=self.projector_dtype)).to(text.dtype)
+        ones = torch.ones(img.shape[1], dtype=torch.long, device=self.device)
+        rows, masks = [], []
+        for i, p in enumerate(prompts):  # image tokens sit right before each row's prompt, after its padding
+            n_pad = width - len(p)
+            rows.append(torch.cat([text[i, :n_pad], img[i], text[i, n_pad:]]))
+            masks.append(torch.cat([mask[i, :n_pad], ones, mask[i, n_pad:]]))
+        return torch.stack(rows), torch.stack(masks)
 
     @property
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype if self.projector is not None else torch.float32
 
     # ----------------------------------------------------------- training
-    def forward(self, features: torch.Tensor | None, captions: list[str], max_caption_tokens: int = 128) -> torch.Tensor:
-        """Mean cross-entropy of the caption tokens (image and prompt positions are not scored)."""
+    def forward(self, features: torch.Tensor | None, captions: list[str], max_caption_tokens: int = 128,
+                prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the caption tokens (image and prompt positions are not scored).
+
+        ``prompts``: one per row (a question, its answer as the caption), else the spec's prompt."""
         tok = self.tokenizer
         eos = tok.eos_token_id
         reserve = min(max_caption_tokens, 32)
-        prompt = self.prompt_ids(reserve=reserve)
-        room = self.context_length() - self.n_image_tokens - len(prompt)
+        prompt_rows = self._prompt_batch(len(captions), prompts, reserve)
+        room = self.context_length() - self.n_image_tokens - max(len(p) for p in prompt_rows)
         cap_ids = []
         for text in captions:
             ids = tok(" " + text.strip(), add_special_tokens=False)["input_ids"] + [eos]
@@ -215,12 +247,15 @@ class Captioner(nn.Module):
             labels[i, : len(c)] = torch.tensor(c)
             mask[i, : len(c)] = 1
         ids, labels, mask = ids.to(self.device), labels.to(self.device), mask.to(self.device)
-        prefix = self._prefix(features, b, prompt)
+        prefix, prefix_mask = self._prefix(features, prompt_rows)
         embeds = torch.cat([prefix, self.lm.get_input_embeddings()(ids)], dim=1)
         k = prefix.shape[1]
-        full_mask = torch.cat([torch.ones(b, k, dtype=torch.long, device=self.device), mask], dim=1)
+        full_mask = torch.cat([prefix_mask, mask], dim=1)
         full_labels = torch.cat([torch.full((b, k), -100, dtype=torch.long, device=self.device), labels], dim=1)
-        out = self.lm(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels)
+        kwargs = {}
+        if (prefix_mask == 0).any():  # left padding: positions count real tokens only, as generate() does
+            kwargs["position_ids"] = (full_mask.cumsum(1) - 1).clamp(min=0)
+        out = self.lm(inputs_embeds=embeds, attention_mask=full_mask, labels=full_labels, **kwargs)
         return out.loss
 
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
@@ -234,19 +269,18 @@ class Captioner(nn.Module):
     # ----------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, features: torch.Tensor | None, batch: int | None = None, max_new_tokens: int = 64,
-                 num_beams: int = 1) -> list[str]:
-        """Greedy (``num_beams=1``) or beam-search captions for a batch of image features."""
-        b = features.shape[0] if features is not None else int(batch or 1)
-        prompt = self.prompt_ids(reserve=max_new_tokens)
-        room = self.context_length() - self.n_image_tokens - len(prompt)
+                 num_beams: int = 1, prompts: Sequence[str] | None = None) -> list[str]:
+        """Greedy (``num_beams=1``) or beam-search captions (or, with ``prompts``, answers) for a batch."""
+        b = features.shape[0] if features is not None else int(batch or (len(prompts) if prompts else 1))
+        prompt_rows = self._prompt_batch(b, prompts, max_new_tokens)
+        room = self.context_length() - self.n_image_tokens - max(len(p) for p in prompt_rows)
         if max_new_tokens > room:
             self._warn_once("new_tokens", f"max_new_tokens {max_new_tokens} cut to {room} to fit the context")
             max_new_tokens = room
         was = self.training
         self.eval()
         try:
-            prefix = self._prefix(features, b, prompt)
-            mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
+            prefix, mask = self._prefix(features, prompt_rows)
             tok = self.tokenizer
             out = self.lm.generate(
                 inputs_embeds=prefix, attention_mask=mask, max_new_tokens=max_new_tokens, num_beams=num_beams,

@@ -83,10 +83,42 @@ def train_captioner(cfg: CaptionConfig, lm=None, tokenizer=None, encoder=None) -
     cap = build_captioner(cfg.model, lm=lm, tokenizer=tokenizer, encoder=encoder,
                           encoder_weights=cfg.encoder_weights, lm_dtype=dtype)
     cap.to(device)
-    feats = encode_paths(cap, [e.image for e in train], cfg.image_size, progress=cfg.progress)
-    summary = fit(cap, feats, [e.caption for e in train], cfg, device, out)
+    feats = encode_paths(cap, [e.image for e in train], cfg.image_size, progress=cfg.progress,
+                         cache_dir=cfg.feature_cache)
+    targets = [e.caption for e in train]
+    labels = [e.labels[0] if e.labels else "" for e in train]
+    prompts: list[str | None] = [None] * len(train)
+    if cfg.vqa_training:
+        rows, qa = question_rows(cfg, train)
+        if rows:
+            feats = torch.cat([feats, feats[torch.as_tensor(rows)]])
+            targets += [q.answer for q in qa]
+            labels += [labels[i] for i in rows]
+            prompts += [q.question for q in qa]
+            log.info("caption train: + %d criteria questions of %d annotated images", len(qa), len(set(rows)))
+        else:
+            log.warning("vqa_training: no training image has dermoscopic criteria annotations (PH2)")
+    summary = fit(cap, feats, targets, cfg, device, out, labels=labels,
+                  prompts=prompts if any(p is not None for p in prompts) else None)
     summary.skipped = skipped
     return summary
+
+
+def question_rows(cfg: CaptionConfig, train: list) -> tuple[list[int], list]:
+    """(example index, question) of every criterion question of the annotated training images."""
+    from dermino.caption.clinical import true_criteria_ph2
+    from dermino.caption.data import example_rows
+    from dermino.caption.evaluate import qa_pairs
+
+    rows, qa = [], []
+    for i, row in enumerate(example_rows(cfg.manifests, train)):
+        truth = true_criteria_ph2(row)
+        if truth is None:
+            continue
+        for q in qa_pairs(truth, cfg.seed, train[i].row):
+            rows.append(i)
+            qa.append(q)
+    return rows, qa
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -96,9 +128,32 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
 
 
+def stage_lr_factor(group: str, step: int, total: int, align: int, warmup: int) -> float:
+    """Learning-rate factor of a parameter group at ``step`` of ``total`` (the first ``align`` steps
+    are the projector-only alignment stage: LoRA waits, then gets its own warm-up and cosine)."""
+    if group == "lora":
+        return 0.0 if step < align else _lr_factor(step - align, total - align, warmup)
+    return _lr_factor(step, total, warmup)
+
+
+def epoch_order(n: int, labels: list[str] | None, sampling: str, gen: torch.Generator) -> torch.Tensor:
+    """One epoch of row indices: a permutation, or (``balanced``) ``n`` draws with replacement, each
+    diagnosis equally likely (rows weighted by the inverse of their diagnosis' count)."""
+    if sampling == "uniform" or not labels:
+        return torch.randperm(n, generator=gen)
+    _, inverse, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True,
+                                   return_counts=True)
+    weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
 def fit(cap: Captioner, feats: torch.Tensor, captions: list[str], cfg: CaptionConfig, device: torch.device,
-        out: Path) -> TrainSummary:
-    """The optimisation loop over precomputed features; saves ``out`` after every epoch."""
+        out: Path, labels: list[str] | None = None, prompts: list[str | None] | None = None) -> TrainSummary:
+    """The optimisation loop over precomputed features; saves ``out`` after every epoch.
+
+    ``cfg.align_steps`` first steps train the projector alone (LoRA frozen); the LoRA stage then
+    runs ``max_steps`` (or the epochs') steps. ``labels`` (the first diagnosis of each row) drive
+    balanced sampling; ``prompts`` (a question per row, None = the spec's prompt) train answers."""
     groups = cap.trainable_parameters()
     params = [{"params": groups["lora"], "lr": cfg.lora_lr, "name": "lora"}]
     if groups["projector"]:
@@ -108,7 +163,8 @@ def fit(cap: Captioner, feats: torch.Tensor, captions: list[str], cfg: CaptionCo
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     n = len(captions)
     per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch))
+    align = cfg.align_steps if groups["projector"] else 0
+    total = align + (cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch)))
     gen = torch.Generator().manual_seed(cfg.seed)
     autocast = device.type == "cuda" and cfg.precision != "fp32"
     log_path = out / "train_log.csv"
@@ -119,17 +175,20 @@ def fit(cap: Captioner, feats: torch.Tensor, captions: list[str], cfg: CaptionCo
     bar = tqdm(total=total, desc="caption train", disable=not cfg.progress, leave=False)
     epoch = 0
     while step < total:
-        order = torch.randperm(n, generator=gen)
+        order = epoch_order(n, labels, cfg.sampling, gen)
         for i in range(0, n, cfg.batch_size):
             if step >= total:
                 break
             idx = order[i : i + cfg.batch_size]
             for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * _lr_factor(step, total, cfg.warmup_steps)
+                g["lr"] = g["initial_lr"] * stage_lr_factor(g["name"], step, total, align, cfg.warmup_steps)
+            for p in groups["lora"]:  # frozen in the alignment stage: no gradient, no Adam state
+                p.requires_grad_(step >= align)
             t0 = time.perf_counter()
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = cap(feats[idx] if cap.uses_image else None, [captions[j] for j in idx],
-                           max_caption_tokens=cfg.max_caption_tokens)
+                           max_caption_tokens=cfg.max_caption_tokens,
+                           prompts=[prompts[j] for j in idx] if prompts else None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"caption train: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)

@@ -1,8 +1,9 @@
-"""``dermino caption make-captions|pairs|train|evaluate|generate``: image captioning."""
+"""``dermino caption make-captions|pairs|train|evaluate|generate|ask``: image captioning and criteria questions."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from dermino.config import load_config
@@ -55,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--max-new-tokens", type=int)
     e.add_argument("--bootstrap", type=int)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--no-grounding", dest="grounding", action="store_false", default=None,
+                   help="skip the grounding control (captions from a different-diagnosis image's features)")
+    e.add_argument("--vqa", dest="vqa", action="store_true", default=None,
+                   help="also ask the PH2 criteria questions (default: when the run was trained on them)")
     e.set_defaults(func=_evaluate)
 
     g = sub.add_parser("generate", help="caption image files or folders")
@@ -65,6 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--device", default="cpu")
     g.set_defaults(func=_generate)
+
+    a = sub.add_parser("ask", help="ask a trained captioner a question about one image, e.g. "
+                                   "\"Is there a blue-whitish veil?\" (train with vqa_training=true)")
+    a.add_argument("image", type=Path)
+    a.add_argument("question")
+    a.add_argument("--run", required=True)
+    a.add_argument("--max-new-tokens", type=int, default=24)
+    a.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(func=_ask)
 
 
 def _make_captions(args: argparse.Namespace) -> int:
@@ -117,7 +132,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _print(evaluate_run(args.run, manifests=args.manifest, split=args.split, out_dir=args.out,
                         num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                        n_bootstrap=args.bootstrap, device=args.device))
+                        n_bootstrap=args.bootstrap, device=args.device, grounding=args.grounding,
+                        vqa=args.vqa))
     return 0
 
 
@@ -139,6 +155,35 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    import json
+
+    from dermino.caption.generate import encode_paths, expand_images
+    from dermino.caption.model import load_captioner
+    from dermino.caption.vqa import parse_answer
+
+    question = args.question.strip()
+    if not question:
+        raise ValueError("the question is empty")
+    paths = expand_images([args.image])
+    if len(paths) != 1:
+        raise ValueError(f"{args.image}: give one image file, not a folder of {len(paths)}")
+    cap = load_captioner(args.run, device=args.device)
+    meta = json.loads((Path(args.run) / "captioner.json").read_text())
+    if not meta.get("config", {}).get("vqa_training"):
+        print("note: this captioner was not trained on questions (vqa_training=false); its answer may not "
+              "be one", file=sys.stderr)
+    feats = encode_paths(cap, paths, int(meta.get("image_size", 224)), progress=False)
+    answer = cap.generate(feats if cap.uses_image else None, batch=1, max_new_tokens=args.max_new_tokens,
+                          prompts=[question])[0]
+    parsed = parse_answer(answer)
+    if args.json:
+        print(json.dumps({"image": str(paths[0]), "question": question, "answer": answer, "parsed": parsed}))
+    else:
+        print(f"{answer}\n[read as: {parsed}]")
+    return 0
+
+
 def _print(result) -> None:
     print(f"{result.backbone} on {result.dataset}:")
     for name, m in result.metrics.items():
@@ -146,3 +191,16 @@ def _print(result) -> None:
         print(f"  {name:24s} {m.value:.3f}{ci}")
     if result.extra.get("meteor_skipped"):
         print(f"  meteor: {result.extra['notes'].get('meteor')}")
+    g = result.extra.get("grounding") or {}
+    if "skipped" in g:
+        print(f"  grounding control skipped: {g['skipped']}")
+    v = (result.extra.get("vqa") or {}).get("paired_mean_balanced_accuracy")
+    if v:
+        print(f"  criteria questions: mean balanced accuracy {v['true_image']:.3f} (true image) vs "
+              f"{v['swapped_image']:.3f} (swapped), difference {v['diff']:+.3f} p={v['p_value']:.3g}")
+    for key in ("diagnosis_accuracy", "criteria_f1"):
+        if key in g:
+            c = g[key]
+            ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c["ci_low"] is not None else ""
+            print(f"  grounding {key}: true image {c['true_image']:.3f} vs swapped image {c['swapped_image']:.3f}, "
+                  f"difference {c['diff']:+.3f}{ci} p={c['p_value']:.3g}")

@@ -51,6 +51,25 @@ def captioning_section(folder: str | Path, n_examples: int = 6, thumbs_dir: str 
         "sacrebleu (0-100). Diagnosis accuracy: share of generated captions that name the true diagnosis and no "
         "other. Criteria precision/recall: macro over PH2 dermoscopic criteria stated as present in the text."
     )
+    grounding = grounding_table(results)
+    if not grounding.empty:
+        section.tables.append(("Grounding control: captions from the true image vs from a different-diagnosis "
+                               "image's features (paired bootstrap, 95 % CI)", grounding))
+        section.paragraphs.append(
+            "Each held-out image is captioned again from the features of a seeded partner image with a different "
+            "diagnosis, and both captions are scored against the true image's labels. A captioner that reads its "
+            "image scores higher with the true features (difference > 0, CI above zero); one that writes a "
+            "template scores the same. Compare with the language model alone (no image) in the table above."
+        )
+    vqa = vqa_table(results)
+    if not vqa.empty:
+        section.tables.append(("Criteria questions (PH2): balanced accuracy per criterion [95 % CI], true image "
+                               "vs swapped image", vqa))
+        section.paragraphs.append(
+            "One yes/no question per dermoscopic criterion for every PH2-annotated held-out image; answers are "
+            "read as yes / no / unknown (negation handled; unknown counts as wrong). Balanced accuracy: mean of "
+            "the yes- and no-recall, so answering 'no' to a rare criterion scores 0.5."
+        )
     skipped = sorted({r.backbone for r in results if r.extra.get("meteor_skipped")})
     if skipped:
         section.paragraphs.append(f"METEOR was skipped (no Java runtime) for: {', '.join(skipped)}.")
@@ -82,6 +101,56 @@ def captioning_section(folder: str | Path, n_examples: int = 6, thumbs_dir: str 
             section.figures.append(Figure(thumb, f"[{r.backbone}] true: {row['reference']} | generated ({ok} "
                                                  f"diagnosis): {row['generated']}"))
     return section
+
+
+def grounding_table(results: list[Result]) -> pd.DataFrame:
+    """One row per captioner x dataset x score of the grounding control (empty when none ran)."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r.backbone, r.dataset)):
+        g = r.extra.get("grounding") or {}
+        if "skipped" in g:
+            rows.append({"captioner": r.backbone, "dataset": r.dataset, "score": "–", "true image": "–",
+                         "swapped image": "–", "difference [95 % CI]": f"skipped: {g['skipped']}", "p": "–"})
+        for key, label in (("diagnosis_accuracy", "diagnosis accuracy"), ("criteria_f1", "criteria F1 (micro)")):
+            c = g.get(key)
+            if not c:
+                continue
+            ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c.get("ci_low") is not None else ""
+            flag = " *" if c.get("ci_low") is not None and c["ci_low"] > 0 else ""
+            rows.append({"captioner": r.backbone, "dataset": r.dataset, "score": label,
+                         "true image": f"{c['true_image']:.3f}", "swapped image": f"{c['swapped_image']:.3f}",
+                         "difference [95 % CI]": f"{c['diff']:+.3f}{ci}{flag}", "p": f"{c['p_value']:.3g}"})
+    return pd.DataFrame(rows)
+
+
+def vqa_table(results: list[Result]) -> pd.DataFrame:
+    """One row per captioner x criterion (and the mean) of the criteria questions (empty when none ran)."""
+    def cell(m: dict | None) -> str:
+        if not m or m.get("value") is None or (isinstance(m["value"], float) and math.isnan(m["value"])):
+            return "–"
+        ci = f" [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m.get("ci_low") is not None else ""
+        return f"{m['value']:.2f}{ci}"
+
+    rows = []
+    for r in sorted(results, key=lambda r: (r.backbone, r.dataset)):
+        v = r.extra.get("vqa") or {}
+        if not v:
+            continue
+        true, swapped = v.get("true_image", {}), v.get("swapped_image", {})
+        for crit, t in (true.get("per_criterion") or {}).items():
+            s = (swapped.get("per_criterion") or {}).get(crit, {})
+            rows.append({"captioner": r.backbone, "criterion": crit, "n": t["n"], "present": t["n_present"],
+                         "true image": cell(t["balanced_accuracy"]),
+                         "swapped image": cell(s.get("balanced_accuracy")),
+                         "macro F1": cell(t["macro_f1"]), "unknown": f"{t['unknown']:.0%}"})
+        paired = v.get("paired_mean_balanced_accuracy")
+        if paired:
+            ci = f" [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]" if paired.get("ci_low") is not None else ""
+            rows.append({"captioner": r.backbone, "criterion": "mean (paired difference)", "n": v["n_questions"],
+                         "present": "", "true image": f"{paired['true_image']:.3f}",
+                         "swapped image": f"{paired['swapped_image']:.3f}",
+                         "macro F1": f"diff {paired['diff']:+.3f}{ci}, p={paired['p_value']:.3g}", "unknown": ""})
+    return pd.DataFrame(rows)
 
 
 def render_captioning_html(folder: str | Path, out: str | Path | None = None, title: str = "Captioning") -> Path:
