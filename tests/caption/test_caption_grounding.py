@@ -77,6 +77,38 @@ def _patch_images(folder, n_per_class: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _tiny_lm(tok, captions: list[str], prompt: str, k: int, steps: int = 100):
+    """A 2-layer causal LM that knows the captions' wording but not which goes with which image.
+
+    It stands in for a pretrained LM (SmolLM2 would take minutes per test on a CPU): trained on the
+    captions behind ``k`` random "image" vectors, it writes each caption about equally often, so only
+    the projector and LoRA, from the image tokens, can make the caption follow the image.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    lm = LlamaForCausalLM(cfg)
+    head = tok(prompt + "\n", add_special_tokens=True)["input_ids"]
+    rows = [head + tok(" " + c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in captions]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.eos_token_id] * (width - len(r)) for r in rows])
+    labels = torch.tensor([[-100] * len(head) + r[len(head):] + [-100] * (width - len(r)) for r in rows])
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+    for _ in range(steps):
+        noise = torch.randn(len(rows), k, 48)
+        embeds = torch.cat([noise, lm.get_input_embeddings()(ids)], 1)
+        full = torch.cat([torch.full((len(rows), k), -100), labels], 1)
+        loss = lm(inputs_embeds=embeds, labels=full).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return lm.eval()
+
+
 @pytest.mark.slow
 def test_captions_follow_the_patch_and_the_swapped_control_falls(smollm2, tmp_path):
     """A short CPU run on images whose patch colour decides the caption: true-image captions are right,
@@ -90,22 +122,26 @@ def test_captions_follow_the_patch_and_the_swapped_control_falls(smollm2, tmp_pa
     from dermino.data.manifest import write_manifest
     from dermino.models import create
 
-    lm, tok = smollm2
+    _, tok = smollm2
+    captions = ["The lesion is a melanoma.", "The lesion is a nevus."]
+    lm = _tiny_lm(tok, captions, "Caption:", k=1)
     images = tmp_path / "images"
     images.mkdir()
     manifest = write_manifest(_patch_images(images, 12), tmp_path / "patches.csv", root=images)
-    spec = CaptionerSpec(encoder="dermino_vit_tiny_14", encoder_overrides=dict(TINY), patch_grid=2,
-                         image_tokens="cls", prompt="Caption:", lora_r=4)
+    # pooled patch tokens: a random-init ViT's class token barely depends on the image (layer scale)
+    spec = CaptionerSpec(encoder="dermino_vit_tiny_14", encoder_overrides=dict(TINY), patch_grid=1,
+                         image_tokens="patch", prompt="Caption:", lora_r=4, projector="linear")
     cfg = CaptionConfig(manifests=[str(manifest)], model=spec, image_size=56, out=str(tmp_path / "run"),
-                        max_steps=30, batch_size=8, projector_lr=3e-3, lora_lr=1e-3, max_caption_tokens=12,
-                        max_new_tokens=8, bootstrap=200, meteor=False, progress=False, device="cpu")
+                        max_steps=40, align_steps=15, batch_size=8, projector_lr=1e-2, lora_lr=5e-3,
+                        max_caption_tokens=12, max_new_tokens=12, bootstrap=200, meteor=False, progress=False,
+                        device="cpu")
     torch.manual_seed(0)
     train_captioner(cfg, lm=copy.deepcopy(lm), tokenizer=tok, encoder=create("dermino_vit_tiny_14", **TINY))
     result = evaluate_run(tmp_path / "run", lm=copy.deepcopy(lm), tokenizer=tok)
     g = result.extra["grounding"]["diagnosis_accuracy"]
-    assert g["n"] == 8
-    assert g["true_image"] >= 0.85, result.extra
-    assert g["swapped_image"] <= 0.15, result.extra
-    assert g["ci_low"] > 0 and result.extra["grounding"]["grounded"]
     swapped = pd.read_csv(tmp_path / "run" / "results" / result.extra["grounding"]["predictions"])
+    assert g["n"] == 8
+    assert g["true_image"] >= 0.85, swapped.to_string()
+    assert g["swapped_image"] <= 0.15, swapped.to_string()
+    assert g["ci_low"] > 0 and result.extra["grounding"]["grounded"]
     assert (swapped["labels"] != swapped["partner_labels"]).all()
