@@ -105,3 +105,18 @@ def test_guard_replays_the_new_columns():
     again = CollapseGuard("dense_dice", margin=0.05, patience=3)
     again.replay(rows)
     assert again.below == 2 and again.start["dense_dice"] == 0.7 and again.update(30, {"dense_dice": 0.5}).stop
+
+
+def test_config_needs_masks_for_dense_dice_and_gram_images_for_gram_distance(tmp_path):
+    from dermino.config import check_config
+    from dermino.pretrain.config import tiny_config
+
+    cfg = tiny_config(str(tmp_path), collapse_metric="dense_dice")
+    with pytest.raises(ValueError, match="data.monitor_masks"):
+        check_config(cfg)
+    cfg.data.monitor_masks = "masks.csv"
+    check_config(cfg)
+    cfg = tiny_config(str(tmp_path), collapse_metric="gram_distance")
+    cfg.data.monitor_gram_images = 0
+    with pytest.raises(ValueError, match="monitor_gram_images"):
+        check_config(cfg)
