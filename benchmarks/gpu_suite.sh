@@ -6,6 +6,9 @@
 #   bash benchmarks/gpu_suite.sh            # everything (~15 min on an H100-class GPU)
 #   bash benchmarks/gpu_suite.sh eager      # eager rows + data pipeline (~5 min)
 #   bash benchmarks/gpu_suite.sh compile    # torch.compile rows only (~8 min: each row compiles)
+#   bash benchmarks/gpu_suite.sh gram       # evidence_gram.py at ViT-S/14, 224 px: no Gram / Gram anchoring /
+#                                           # Gram + high-res stage (~8 min estimated; not part of "all";
+#                                           # needs DERMINO_SHARED_DATA = the folder with ham10000/, isic2017/, ph2/)
 #
 # Tables go to stdout; JSON to $OUT when set (e.g. a job's output folder), else benchmarks/results/.
 # PYTHON picks the interpreter (default: python); the repository's src/ goes first on the path.
@@ -25,7 +28,8 @@ case "$PART" in
   all) ROWS="" ;;
   eager) ROWS=$EAGER ;;
   compile) ROWS=$COMPILE ;;
-  *) echo "usage: $0 [all|eager|compile]" >&2; exit 2 ;;
+  gram) ROWS="" ;;
+  *) echo "usage: $0 [all|eager|compile|gram]" >&2; exit 2 ;;
 esac
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
@@ -36,6 +40,22 @@ fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 uptime
 status=0
+
+if [ "$PART" = gram ]; then
+  echo "== Gram anchoring and the high-resolution stage at ViT-S/14 (evidence_gram.py --arch small) =="
+  if [ -z "${DERMINO_SHARED_DATA:-}" ]; then
+    echo "DERMINO_SHARED_DATA is not set: the gram part needs the published data folder" >&2
+    exit 2
+  fi
+  # source 19,200 images from scratch, then 3 continued runs of 19,200 (300 steps of 64) at 224 px,
+  # the last 25 % of gram-hires at 336 px; monitor and a kept checkpoint every 50 steps
+  "$PY" benchmarks/evidence_gram.py --arch small --device cuda --precision bf16 --workers 8 --threads 8 \
+    --batch-size 64 --size 224 --local-size 98 --hires-size 336 --source-images 19200 --images 19200 \
+    --epoch-size 4800 --monitor-every 50 --mask-images 64 --final-mask-images 100 \
+    --out "${GRAM_RUN_DIR:-runs/evidence_gram_vits14}" --json "$DEST/evidence_gram_vits14.json" || status=$?
+  uptime
+  exit $status
+fi
 
 echo "== training step (pretrain_throughput.py --grid gpu${ROWS:+ --only $ROWS}) =="
 "$PY" benchmarks/pretrain_throughput.py --grid gpu ${ROWS:+--only "$ROWS"} --threads 8 --timeout 420 \

@@ -41,10 +41,15 @@ def test_tiny_run_writes_outputs_and_export(tmp_path, manifests):
     ph2 = next(m for m in manifests if m.endswith("ph2.csv"))  # 60 images: a quick monitor
     cfg.data.monitor_train = cfg.data.monitor_val = ph2
     cfg.data.monitor_size = 56
+    cfg.data.monitor_masks, cfg.data.monitor_masks_max = ph2, 8  # the dense probe on PH2 lesion masks
+    cfg.data.monitor_gram_images = 2  # of the 3 PH2 val images (the kNN queries)
     out = pretrain(cfg)
     monitor = pd.read_csv(out / "monitor.csv")
     assert monitor["step"].tolist() == [2, 4] and monitor["knn_accuracy"].between(0, 1).all()
     assert monitor["rankme"].between(1, 64).all()  # effective rank of 64-d embeddings
+    assert monitor["dense_dice"].between(0, 1).all()
+    assert (monitor["gram_distance"] > 0).all()  # the teacher moved from the start's weights
+    assert torch.load(out / "monitor_gram_start.pt", weights_only=True).shape == (2, 16, 16)
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["step"].tolist() == [1, 2, 3, 4]
     assert metrics["loss"].notna().all() and (metrics["images_per_s"] > 0).all() and (metrics["mfu"] > 0).all()

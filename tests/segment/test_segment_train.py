@@ -114,3 +114,16 @@ def test_cli_train_evaluate_predict(ph2, tmp_path, capsys):
     assert mask.shape == np.asarray(Image.open(one[0])).shape[:2] and set(np.unique(mask)) <= {0, 255}
     assert (tmp_path / "p" / f"{one[0].stem}_overlay.png").is_file()
     assert cli_main(["segment", "evaluate", "--run", str(tmp_path / "missing")]) == 2
+
+
+def test_ridge_fit_only_for_a_frozen_linear_head(ph2, tmp_path):
+    with pytest.raises(ValueError, match="linear_fit: ridge"):
+        _cfg(ph2, tmp_path / "a", head="upernet", linear_fit="ridge").validate()
+    with pytest.raises(ValueError, match="linear_fit: ridge"):
+        _cfg(ph2, tmp_path / "b", linear_fit="ridge", finetune_backbone=True).validate()
+    cfg = _cfg(ph2, tmp_path / "c", linear_fit="ridge", img_size=[56], max_train=8, max_val=3)
+    run = train_segmentation(cfg)
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1 and history[0]["fit"] == "ridge" and 0 <= history[0]["val_dice"] <= 1
+    model, _ = load_run(run)  # an ordinary linear head: the background logit is 0 everywhere
+    assert torch.count_nonzero(model.head.classifier.weight[0]) == 0

@@ -6,9 +6,10 @@ Two symptoms tell a collapsing self-distillation run early:
   the effective number of prototypes it uses, ``exp(H(mean over the batch of p))`` (1 = every
   image to one prototype). Both come from ``softmax(teacher_logits / temperature)`` before any
   centring or Sinkhorn (those force a spread-out target whatever the teacher says);
-* the periodic kNN score on held-out labelled images falling below the score of the initial
-  weights. ``CollapseGuard`` counts monitor evaluations more than ``margin`` below the step-0
-  score; ``patience`` in a row stop the run. Every evaluation within the margin marks its step
+* the periodic monitor score falling below the score of the initial weights: kNN on held-out
+  labelled images, RankMe, the dense probe's Dice, or (rising above) the Gram distance to the
+  start. ``CollapseGuard`` counts monitor evaluations more than ``margin`` worse than the step-0
+  score (for ``gram_distance``, more than ``margin`` above it); ``patience`` in a row stop the run. Every evaluation within the margin marks its step
   good: its checkpoint is hard-linked into ``checkpoints/good/`` so pruning cannot delete it,
   and on a stop the later checkpoints move to ``checkpoints/collapsed/`` so that ``--resume``
   continues from the last good one.
@@ -30,12 +31,13 @@ from dermino.pretrain.checkpoint import list_checkpoints
 
 log = logging.getLogger(__name__)
 
-MONITOR_COLUMNS = ["step", "knn_accuracy", "knn_macro_auroc", "rankme", "knn_accuracy_change",
-                   "knn_macro_auroc_change", "rankme_change", "below_start"]
+SCORES = ("knn_accuracy", "knn_macro_auroc", "rankme", "dense_dice", "gram_distance")
+LARGER_IS_WORSE = frozenset({"gram_distance"})  # a distance from the start; the others are qualities
+MONITOR_COLUMNS = ["step", *SCORES, *(f"{name}_change" for name in SCORES), "below_start"]
 
 
 class CollapseError(RuntimeError):
-    """The kNN score stayed below the start for too long; the message names the checkpoint to resume."""
+    """The monitor score stayed worse than the start for too long; the message names the checkpoint to resume."""
 
 
 @torch.no_grad()
@@ -64,7 +66,7 @@ class Verdict:
     step: int
     score: float
     change: float | None  # score - start (None: no start to compare with)
-    below: int  # evaluations in a row more than ``margin`` below the start
+    below: int  # evaluations in a row more than ``margin`` worse than the start
     stop: bool
 
     @property
@@ -73,7 +75,8 @@ class Verdict:
 
 
 class CollapseGuard:
-    """Counts consecutive evaluations more than ``margin`` below the step-0 score."""
+    """Counts consecutive evaluations more than ``margin`` worse than the step-0 score ("worse" is
+    lower, or higher for the metrics in ``LARGER_IS_WORSE``)."""
 
     def __init__(self, metric: str, margin: float, patience: int):
         self.metric, self.margin, self.patience = metric, margin, patience
@@ -92,7 +95,8 @@ class CollapseGuard:
         # NaN (undefined metric on this query set) counts as neither good nor bad
         if math.isnan(change):
             return Verdict(step, score, change, self.below, False)
-        self.below = self.below + 1 if change < -self.margin else 0
+        worse = change if self.metric in LARGER_IS_WORSE else -change
+        self.below = self.below + 1 if worse > self.margin else 0
         if self.below == 0:
             self.last_good_step = step
         stop = self.patience > 0 and self.below >= self.patience
@@ -108,7 +112,7 @@ class CollapseGuard:
     def replay(self, rows: list[dict[str, float]]) -> None:
         """Rebuild the state from monitor.csv rows (a resumed run)."""
         for r in sorted(rows, key=lambda r: int(r["step"])):
-            scores = {k: float(r[k]) for k in ("knn_accuracy", "knn_macro_auroc", "rankme") if k in r and r[k] == r[k]}
+            scores = {k: float(r[k]) for k in SCORES if k in r and r[k] == r[k] and r[k] != ""}
             if self.metric in scores:
                 self.update(int(r["step"]), scores)
 
@@ -163,7 +167,8 @@ def set_aside(ckpt_dir: str | Path, good_step: int) -> tuple[Path | None, list[P
 def collapse_message(guard: CollapseGuard, verdict: Verdict, resume: Path | None, moved: list[Path],
                      out_dir: Path) -> str:
     start = guard.start[guard.metric]
-    msg = (f"collapse guard: {guard.metric} stayed more than {guard.margin} below its start ({start:.4f}) "
+    side = "above" if guard.metric in LARGER_IS_WORSE else "below"
+    msg = (f"collapse guard: {guard.metric} stayed more than {guard.margin} {side} its start ({start:.4f}) "
            f"for {verdict.below} monitor evaluations in a row (now {verdict.score:.4f} at step {verdict.step}); "
            "run stopped. ")
     if moved:

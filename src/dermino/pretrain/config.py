@@ -66,6 +66,16 @@ class DataConfig:
     monitor_train: str | None = None
     monitor_val: str | None = None
     monitor_size: Annotated[int, AtLeast1] = 224
+    # dense monitor (None: off): the closed-form linear segmentation probe of dermino.evaluate.dense
+    # on the teacher's patch features, fitted on split "train" rows of this manifest (it needs a
+    # mask column) and scored (lesion Dice, column dense_dice) on its split "test" rows; at most
+    # monitor_masks_max of each (a seeded draw; 0 = all). Same numbers as `dermino segment` with
+    # head: linear, linear_fit: ridge, img_size: [monitor_size], max_train: monitor_masks_max
+    monitor_masks: str | None = None
+    monitor_masks_max: Annotated[int, NonNegative] = 32
+    # Gram distance to the start (column gram_distance): on the first N query images of the kNN
+    # monitor (0 = off)
+    monitor_gram_images: Annotated[int, NonNegative] = 16
     # evaluation manifests the corpus must not overlap (exact or pHash-identical images);
     # overlap_policy: refuse (stop before training) | warn | off. See `dermino data dedup`.
     exclude_overlap_with: list[str] = field(default_factory=list)
@@ -230,8 +240,11 @@ class RunConfig:
     # collapse guard (needs the kNN monitor and model.init_weights: the start is the baseline):
     # stop when collapse_metric falls more than collapse_margin below its value at step 0 for
     # collapse_patience monitor evaluations in a row; 0 = only report
-    # rankme: effective rank of the teacher's CLS embeddings of the monitor set (no labels needed)
-    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy", "rankme"] = "knn_macro_auroc"
+    # rankme: effective rank of the teacher's CLS embeddings of the monitor set (no labels needed);
+    # dense_dice: the dense monitor's Dice (needs data.monitor_masks); gram_distance: the Gram
+    # distance to the start, where LARGER is worse (stop when it rises above collapse_margin)
+    collapse_metric: Literal["knn_macro_auroc", "knn_accuracy", "rankme", "dense_dice",
+                             "gram_distance"] = "knn_macro_auroc"
     collapse_margin: Annotated[float, NonNegative] = 0.05
     collapse_patience: Annotated[int, NonNegative] = 3
     fast_step: bool = True  # device-side skip checks, values read every log_every steps (off: read every step)
@@ -249,6 +262,10 @@ class PretrainConfig:
         Rule(lambda c: all(st.global_size % c.crops.patch_size == 0 and st.local_size % c.crops.patch_size == 0
                            for st in c.schedule.stages),
              "schedule.stages: every global_size and local_size must be a multiple of crops.patch_size"),
+        Rule(lambda c: c.run.collapse_metric != "dense_dice" or bool(c.data.monitor_masks),
+             "run.collapse_metric=dense_dice needs data.monitor_masks (a manifest with lesion masks)"),
+        Rule(lambda c: c.run.collapse_metric != "gram_distance" or c.data.monitor_gram_images > 0,
+             "run.collapse_metric=gram_distance needs data.monitor_gram_images > 0"),
         Rule(lambda c: not (c.losses.gram.enabled and c.run.fsdp),
              "losses.gram (Gram anchoring) is not supported with run.fsdp yet: use DDP"),
     )

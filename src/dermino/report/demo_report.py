@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from dermino.report.html import Figure, Section, format_metric, results_table, write_report  # noqa: E402
+from dermino.report.monitor import monitor_section  # noqa: E402
 from dermino.results import Metric, code_version, read_results  # noqa: E402
 
 LOSS_TERMS = ("loss", "dino_global", "dino_local", "ibot", "koleo", "knowledge")
@@ -369,6 +370,7 @@ def build_demo_report(out: str | Path) -> tuple[Path, Path]:
         _data_section(demo),
         _knowledge_section(demo),
         _pretrain_section(demo),
+        monitor_section(demo.pretrain_dirs),
         _classification_section(demo),
         _fairness_section(demo),
         *_leaderboard_sections(demo),

@@ -20,6 +20,7 @@ from dermino.config import (
     Range,
     Rule,
 )
+from dermino.evaluate.dense import DEFAULT_RIDGE
 
 HEADS = ("linear", "upernet")
 
@@ -47,6 +48,8 @@ class SegmentConfig(Checked):
         Rule(lambda c: len(c.img_size) in (1, 2) and min(c.img_size) > 0,
              "img_size must be [side] or [height, width], each > 0"),
         Rule(lambda c: c.dice_weight + c.ce_weight > 0, "dice_weight and ce_weight must not both be 0"),
+        Rule(lambda c: c.linear_fit == "sgd" or (c.head == "linear" and not c.finetune_backbone),
+             "linear_fit: ridge fits a linear head on a frozen backbone (head: linear, finetune_backbone: false)"),
     )
 
     manifest: str = ""  # required to train (checked when training starts)
@@ -55,6 +58,11 @@ class SegmentConfig(Checked):
     weights: str | None = None  # local checkpoint; None = random init (tests, smoke runs)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim
     head: Literal["linear", "upernet"] = "linear"
+    # how the linear head is fitted: sgd = the paper's protocol (Adam, Dice + CE, epochs);
+    # ridge = the closed-form dense probe of dermino.evaluate.dense (deterministic, no epochs,
+    # no augmentation): the pretraining monitor's dense_dice is this probe's Dice
+    linear_fit: Literal["sgd", "ridge"] = "sgd"
+    probe_ridge: Annotated[float, Positive] = DEFAULT_RIDGE  # ridge penalty of linear_fit: ridge
     out: str = "runs/segment"
     img_size: list[int] = field(default_factory=lambda: [224, 224])  # [side] or [height, width]
     epochs: Annotated[int, AtLeast1] = 20

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader
 from dermino.config import from_dict, to_dict
 from dermino.data.images import IMAGE_EXTENSIONS, read_rgb
 from dermino.data.manifest import read_manifest
+from dermino.evaluate import segmentation as M
 from dermino.files import UnsafeFileError, load_torch
 from dermino.progress import tqdm
 from dermino.results import Result, write_result
 from dermino.runtime import pick_device
-from dermino.segment import metrics as M
 from dermino.segment.config import SegmentConfig
 from dermino.segment.data import EvalDataset, Pair, collate_eval, mask_pairs, to_tensor
 from dermino.segment.heads import SegmentationModel, build_segmentation_model

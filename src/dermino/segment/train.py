@@ -8,6 +8,10 @@ reloaded without the original weights file being the only copy of the encoder).
 With a frozen backbone and augmentation off, the backbone sees each training image once:
 its feature maps are cached and the head trains on them (``cache_features``), which makes
 the paper's 20-epoch protocol cost about one backbone pass.
+
+``linear_fit: ridge`` replaces the epochs by the closed-form dense probe of
+:mod:`dermino.evaluate.dense` (what the pretraining monitor's ``dense_dice`` measures), written
+into an ordinary ``LinearHead`` so evaluation and prediction are unchanged.
 """
 
 from __future__ import annotations
@@ -24,24 +28,19 @@ from torch.utils.data import DataLoader
 
 from dermino.config import ConfigError, save_config, to_dict
 from dermino.data.manifest import read_manifest
+from dermino.data.masks import subset_pairs
+from dermino.evaluate import segmentation as M
+from dermino.evaluate.dense import DenseProbe, fit_dense_probe
 from dermino.files import save_atomic
 from dermino.progress import tqdm
 from dermino.runtime import seed_everything
-from dermino.segment import metrics as M
 from dermino.segment.config import SegmentConfig
-from dermino.segment.data import Pair, SegmentationDataset, check_masks, mask_pairs
-from dermino.segment.heads import SegmentationModel, build_segmentation_model
+from dermino.segment.data import SegmentationDataset, check_masks, mask_pairs
+from dermino.segment.heads import LinearHead, SegmentationModel, build_segmentation_model
 from dermino.segment.losses import DiceCELoss
 from dermino.segment.predict import CHECKPOINTS, evaluate_pairs, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def _subset(pairs: list[Pair], n: int, seed: int) -> list[Pair]:
-    if n <= 0 or n >= len(pairs):
-        return pairs
-    order = np.random.default_rng(seed).permutation(len(pairs))[:n]
-    return [pairs[i] for i in sorted(order)]
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -89,6 +88,45 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return out
 
 
+def set_linear_head(head: LinearHead, probe: DenseProbe) -> None:
+    """Make ``head`` compute the probe: BatchNorm the identity, the lesion logit ``w·x + b - 0.5``
+    and the background logit 0, so its argmax is the probe's ``score > 0.5``."""
+    eps = head.bn.eps
+    with torch.no_grad():
+        head.bn.reset_running_stats()  # mean 0, var 1: the BN divides by sqrt(1 + eps) ...
+        head.bn.weight.fill_(1.0)
+        head.bn.bias.zero_()
+        head.classifier.weight.zero_()
+        head.classifier.bias.zero_()
+        w = probe.weight * math.sqrt(1.0 + eps)  # ... which the weight undoes
+        head.classifier.weight[1, :, 0, 0] = w.to(head.classifier.weight)
+        head.classifier.bias[1] = probe.bias - 0.5
+
+
+def _fit_ridge_head(
+    cfg: SegmentConfig, model: SegmentationModel, train_pairs: list, val_pairs: list, out: Path, device: torch.device
+) -> Path:
+    """``linear_fit: ridge``: the closed-form dense probe as the linear head (no epochs, no augmentation)."""
+    if not isinstance(model.head, LinearHead):
+        raise ValueError("linear_fit: ridge needs the linear head")
+    t0 = time.time()
+    probe = fit_dense_probe(model.backbone, train_pairs, cfg.size_hw, layer=model.layers[-1], ridge=cfg.probe_ridge,
+                            batch_size=cfg.batch_size, device=device)
+    set_linear_head(model.head, probe)
+    model.eval()
+    entry: dict = {"epoch": 1, "fit": "ridge", "seconds": round(time.time() - t0, 2)}
+    if val_pairs:
+        c = evaluate_pairs(model, val_pairs, cfg.size_hw, batch_size=cfg.batch_size, progress=False)
+        entry["val_dice"] = M.mean_per_image(c, "dice")
+        entry["val_jaccard"] = M.mean_per_image(c, "jaccard")
+    log.info("segment: ridge-fitted linear head on %d images (%s)", len(train_pairs),
+             ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if isinstance(v, float)))
+    for which in ("best", "last"):
+        _save(out / CHECKPOINTS[which], model, cfg, {"epoch": 1, "val_dice": entry.get("val_dice")})
+    (out / "history.json").write_text(json.dumps([entry], indent=2))
+    return out
+
+
 def train_segmentation(cfg: SegmentConfig, model: SegmentationModel | None = None) -> Path:
     """Train the head (and the backbone if ``finetune_backbone``); return the run directory.
 
@@ -103,10 +141,10 @@ def train_segmentation(cfg: SegmentConfig, model: SegmentationModel | None = Non
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     df = read_manifest(cfg.manifest)
-    train_pairs = _subset(mask_pairs(df, cfg.train_split, cfg.mask_threshold), cfg.max_train, cfg.seed)
+    train_pairs = subset_pairs(mask_pairs(df, cfg.train_split, cfg.mask_threshold), cfg.max_train, cfg.seed)
     if len(train_pairs) < 2:
         raise ValueError(f"{cfg.manifest}: split '{cfg.train_split}' has {len(train_pairs)} image(s) with a mask; need >= 2")
-    val_pairs = _subset(mask_pairs(df, cfg.val_split, cfg.mask_threshold), cfg.max_val, cfg.seed) if cfg.val_split else []
+    val_pairs = subset_pairs(mask_pairs(df, cfg.val_split, cfg.mask_threshold), cfg.max_val, cfg.seed) if cfg.val_split else []
     if not val_pairs:
         log.warning("no '%s' rows with masks: the last epoch is kept (no model selection)", cfg.val_split)
     if cfg.val_split and cfg.val_split == cfg.test_split:
@@ -115,6 +153,8 @@ def train_segmentation(cfg: SegmentConfig, model: SegmentationModel | None = Non
     check_masks(train_pairs + val_pairs, cfg.progress)
     model = (model if model is not None else build_segmentation_model(cfg)).to(device)
     save_config(cfg, out / "config.yaml")
+    if cfg.linear_fit == "ridge":
+        return _fit_ridge_head(cfg, model, train_pairs, val_pairs, out, device)
     bb = model.backbone
     size_hw = cfg.size_hw
     ds = SegmentationDataset(train_pairs, size_hw, bb.mean, bb.std, augment=cfg.augment, seed=cfg.seed)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dermino.segment import metrics as M
+from dermino.evaluate import segmentation as M
 
 TARGET = np.array([[1, 1, 0], [0, 0, 0]], dtype=bool)
 PRED = np.array([[1, 0, 1], [0, 0, 0]], dtype=bool)
