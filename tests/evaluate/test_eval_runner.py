@@ -90,6 +90,13 @@ def test_evaluate_end_to_end(shared_data, tmp_path, capsys):
     md = (out / "tables" / "summary.md").read_text()
     assert "tiny-b" in md and "Few-shot" in md and "[" in md
     assert (out / "tables" / "summary.csv").is_file() and (out / "tables" / "summary.html").is_file()
+    import pandas as pd
+
+    summary = pd.read_csv(out / "tables" / "summary.csv", keep_default_na=False)
+    lin_rows = summary[summary.protocol == "linear"]
+    assert lin_rows["ece"].str.match(r"^0\.\d{3}").all()  # beside AUROC on the calibrated protocol
+    assert lin_rows["largest_eo_gap"].str.contains(r"\|class=").all()
+    assert (summary[summary.protocol == "knn"]["ece"] == "").all()
     comps = json.loads((out / "tables" / "comparisons.json").read_text())
     assert {c["task"] for c in comps} == {"knn", "linear"} and all(0 < c["p_value"] <= 1 for c in comps)
     pngs = {p.name for p in (out / "plots").glob("*.png")}

@@ -5,6 +5,11 @@ The main metric of every non-reference backbone carries a significance mark from
 paired bootstrap against the reference backbone on the same test images
 (``*`` p<0.05, ``**`` p<0.01, ``***`` p<0.001); the differences, CIs and p-values are also
 written to ``comparisons.json``.
+
+Where the calibration protocol ran (``calibration-<protocol>`` results), the rows of that
+protocol also carry the overall ECE after temperature scaling and the largest per-group ECE
+gap and equalised-odds gap (TPR or FPR, any class) with their CIs; ``!`` marks a gap whose
+CI excludes zero, the same flag the report raises.
 """
 
 from __future__ import annotations
@@ -45,12 +50,39 @@ def compare(out_dir: Path, dataset: str, task: str, a: str, b: str, metric: str,
             "p_value": res.p_value, "method": res.method, "n": res.diff.n, "skipped": res.n_skipped}
 
 
+def _largest_gap(metrics: dict, prefixes: tuple[str, ...]) -> str:
+    """``attribute: value [low, high]`` of the largest |gap| among metrics named ``prefix|...``."""
+    gaps = [(k, m) for k, m in metrics.items() if k.startswith(prefixes) and m.value is not None
+            and np.isfinite(m.value)]
+    if not gaps:
+        return ""
+    key, m = max(gaps, key=lambda km: abs(km[1].value))
+    flag = " !" if m.ci_low is not None and m.ci_high is not None and (m.ci_low > 0 or m.ci_high < 0) else ""
+    return f"{key.split('|', 1)[1]}: {format_metric(m)}{flag}"
+
+
+def calibration_columns(results) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(dataset, protocol, backbone) -> ECE and the largest calibration / equalised-odds gaps."""
+    out = {}
+    for r in results:
+        if not r.task.startswith("calibration-"):
+            continue
+        out[(r.dataset, r.task.removeprefix("calibration-"), r.backbone)] = {
+            "ece": format_metric(r.metrics.get("ece")),
+            "largest_ece_gap": _largest_gap(r.metrics, ("ece_gap|",)),
+            "largest_eo_gap": _largest_gap(r.metrics, ("tpr_gap|", "fpr_gap|")),
+        }
+    return out
+
+
 def write_tables(out_dir: str | Path, reference: str, metric: str = "auroc",
                  n_resamples: int = 1000, seed: int = 0) -> dict[str, Path]:
     out_dir = Path(out_dir)
     results = read_results(out_dir / "results")
     rows, comparisons = [], []
     metric_names = list(CLASSIFICATION_METRICS)
+    calibration = calibration_columns(results)
+    cal_names = ["ece", "largest_ece_gap", "largest_eo_gap"] if calibration else []
     for r in sorted(results, key=lambda r: (r.dataset, r.task, r.backbone != reference, r.backbone)):
         if r.task not in MAIN_TASKS:
             continue
@@ -63,13 +95,19 @@ def write_tables(out_dir: str | Path, reference: str, metric: str = "auroc",
         row = {"dataset": r.dataset, "protocol": r.task, "backbone": r.backbone}
         for m in metric_names:
             row[m] = format_metric(r.metrics.get(m)) + (mark if m == metric else "")
+        for name in cal_names:
+            row[name] = calibration.get((r.dataset, r.task, r.backbone), {}).get(name, "")
         row["n_test"] = r.metrics[metric].n if metric in r.metrics else None
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["dataset", "protocol", "backbone", *metric_names, "n_test"])
+    table = pd.DataFrame(rows, columns=["dataset", "protocol", "backbone", *metric_names, *cal_names, "n_test"])
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     note = (f"Values: metric [95 % percentile-bootstrap CI]. Marks on {metric}: paired bootstrap vs "
             f"reference '{reference}' (* p<0.05, ** p<0.01, *** p<0.001).")
+    if cal_names:
+        note += (" ece: top-label ECE after temperature scaling fitted on validation; largest_ece_gap / "
+                 "largest_eo_gap: the largest difference between groups in ECE / in TPR or FPR (threshold "
+                 "chosen on validation), attribute and class named; ! = its CI excludes zero.")
     paths = {"csv": tdir / "summary.csv", "md": tdir / "summary.md", "html": tdir / "summary.html",
              "comparisons": tdir / "comparisons.json"}
     table.to_csv(paths["csv"], index=False)
