@@ -10,17 +10,23 @@ On held-out PH2 + HAM10000 images (``--data``, the published layouts; nothing do
 3. three captioners with SmolLM2-135M-Instruct + LoRA, trained for the same steps on the same
    pairs: random-init encoder, the pretrained encoder, and no image at all (LM alone);
 4. BLEU-1/2/4, METEOR, ROUGE, CIDEr-D, diagnosis accuracy with 95 % bootstrap CIs on the test
-   images; time per training step and peak memory; a few example generations.
+   images; the grounding control (each image captioned again from a different-diagnosis image's
+   features: paired difference with CI and p-value); with ``--vqa`` the PH2 criteria questions per
+   criterion; time per training step and peak memory; a few example generations.
+
+The recipe: balanced sampling by diagnosis (``--sampling``), an optional projector-only alignment
+stage (``--align-steps``), the encoder's features cached once under ``OUT/feature_cache``.
 
 Prints the tables, writes ``benchmarks/results/bench_caption.json`` and an HTML page
 (``OUT/results/captioning.html``). Runs are kept: a rerun reuses finished ones.
 
     nice -n 10 python benchmarks/bench_caption.py --out runs/bench_caption
 
-Measured with the defaults on a 2-core CPU shared with other jobs (load average ~20): about 32 min
-(pretraining 9 min, three trainings of 30 steps 3-10 min each, evaluation ~1.5 min each); on
-an idle laptop it is several times faster. After 30 steps all three captioners write the
-template's wording but mostly one diagnosis: the image adds nothing measurable at this budget.
+Measured earlier (40 test images, 30 steps, no grounding control) on a 2-core CPU shared with other
+jobs (load average ~20): about 32 min; after 30 steps all three captioners wrote the template's
+wording but mostly one diagnosis: the image added nothing measurable at that budget. With 300 test
+images and the grounding control, evaluation alone generates 600 captions per captioner (about
+1 image/s greedy at batch 8 on this CPU, benchmarks/bench_caption_speed.py): budget hours.
 """
 
 from __future__ import annotations
@@ -96,7 +102,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", default="runs/bench_caption")
     ap.add_argument("--n-train", type=int, default=120, help="train pairs (half PH2, half HAM10000)")
-    ap.add_argument("--n-test", type=int, default=40, help="held-out test images (half each)")
+    ap.add_argument("--n-test", type=int, default=300, help="held-out test images (half each)")
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per captioner (30 x 8 = 2 epochs of 120)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=112)
@@ -109,6 +115,11 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--align-steps", type=int, default=0,
+                    help="projector-only alignment steps before the LoRA stage (LLaVA-style)")
+    ap.add_argument("--sampling", choices=["uniform", "balanced"], default="balanced",
+                    help="balanced: each diagnosis equally likely per draw")
+    ap.add_argument("--vqa", action="store_true", help="also train and evaluate the PH2 criteria questions")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
@@ -146,14 +157,16 @@ def main() -> None:
             out=str(run), max_steps=args.steps, batch_size=args.batch_size, projector_lr=args.projector_lr,
             lora_lr=args.lora_lr, warmup_steps=max(1, args.steps // 10), max_caption_tokens=96,
             max_new_tokens=args.max_new_tokens, bootstrap=args.bootstrap, device="cpu", precision="fp32",
-            seed=args.seed, log_every=1, progress=False,
+            seed=args.seed, log_every=1, progress=False, align_steps=args.align_steps, sampling=args.sampling,
+            feature_cache=str(out / "feature_cache"), vqa_training=args.vqa,
         )
         result_path = results_dir / f"{name}__ph2+ham10000-test__captioning.json"
         if not result_path.is_file():
             t = time.perf_counter()
             torch.manual_seed(args.seed)
             meta_path = run / "captioner.json"
-            done = meta_path.is_file() and json.loads(meta_path.read_text()).get("steps") == args.steps
+            done = meta_path.is_file() and json.loads(meta_path.read_text()).get("steps") == args.steps + (
+                args.align_steps if spec.image_tokens != "none" else 0)
             if done:  # trained by an earlier, interrupted call: keep it
                 log_df = pd.read_csv(run / "train_log.csv")
                 meta = json.loads(meta_path.read_text())
@@ -165,7 +178,8 @@ def main() -> None:
                 tr = train_captioner(cfg, lm=copy.deepcopy(lm), tokenizer=tok)
             train_s = tr.seconds if done else time.perf_counter() - t  # reused run: its logged step times
             t = time.perf_counter()
-            res = evaluate_run(run, out_dir=results_dir, name=name, lm=copy.deepcopy(lm), tokenizer=tok)
+            res = evaluate_run(run, out_dir=results_dir, name=name, lm=copy.deepcopy(lm), tokenizer=tok,
+                               vqa=args.vqa)
             # one name for the dataset across conditions
             res_path = results_dir / result_filename(res.backbone, res.dataset, res.task)
             data = json.loads(res_path.read_text())
@@ -179,7 +193,9 @@ def main() -> None:
                 res_path.unlink()
         res = read_result(result_path)
         summary[name] = {"metrics": {k: vars(v) for k, v in res.metrics.items()}, "train": res.extra["train"],
-                         "meteor_skipped": res.extra.get("meteor_skipped"), "by_source": res.extra.get("by_source")}
+                         "meteor_skipped": res.extra.get("meteor_skipped"), "by_source": res.extra.get("by_source"),
+                         "grounding": {k: v for k, v in (res.extra.get("grounding") or {}).items() if k != "partners"},
+                         "vqa": {k: v for k, v in (res.extra.get("vqa") or {}).items() if k != "examples"}}
         print(f"{name}: done ({res.extra['train']['seconds_per_step']:.2f} s/step)", flush=True)
 
     cols = ["bleu1", "bleu4", "meteor", "rougeL_coco", "cider", "diagnosis_accuracy"]
@@ -195,6 +211,12 @@ def main() -> None:
         row["peak MB"] = f"{tr['peak_memory_mb']:.0f}"
         rows.append(row)
     print(pd.DataFrame(rows).to_string(index=False))
+    for name, s in summary.items():
+        g = (s.get("grounding") or {}).get("diagnosis_accuracy")
+        if g:
+            print(f"{name}: grounding control, diagnosis accuracy {g['true_image']:.3f} (true image) vs "
+                  f"{g['swapped_image']:.3f} (swapped), difference {g['diff']:+.3f} "
+                  f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] p={g['p_value']:.3g}")
     examples = {}
     for name in conditions:
         pred = results_dir / read_result(results_dir / f"{name}__ph2+ham10000-test__captioning.json").extra["predictions"]
