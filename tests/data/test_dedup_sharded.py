@@ -89,3 +89,23 @@ def test_an_embedder_without_identity_cannot_be_shared(tmp_path):
 
     with pytest.raises(ValueError, match="identity"):
         dedup._describe_shared([tmp_path / "x.jpg"], anonymous, tmp_path, UnsharedRank(rank=0, world_size=2), False)
+
+
+def test_backbone_descriptors_are_named_by_the_weights(tmp_path):
+    """Under torchrun the ranks compare this identity before describing: two random initialisations
+    differ (the job stops instead of mixing descriptors), one weights file gives one name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dermino.features.embedder import backbone_embedder
+    from dermino.models import create
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in create("dermino_vit_tiny_14").state_dict().items()}, str(weights))
+    a, b = (backbone_embedder("dermino_vit_tiny_14", str(weights)) for _ in range(2))
+    assert a.identity() == b.identity() and "dermino_vit_tiny_14" in a.identity()
+    torch.manual_seed(1)
+    r1 = backbone_embedder("dermino_vit_tiny_14")
+    torch.manual_seed(2)
+    assert backbone_embedder("dermino_vit_tiny_14").identity() != r1.identity()
