@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Pretraining speed on a CUDA GPU, in one command: the training-step table (ViT-S/14 and ViT-B/14,
 # full recipe 2 x 224 + 8 x 98 crops, batch 32/64/128, bf16, eager and torch.compile, plus fp32,
-# packed crops, the reference step and a naive timm baseline at batch 64) and the data-pipeline table.
+# packed crops, the reference step and a naive timm baseline at batch 64), the data-pipeline table and
+# `dermino embed` across torchrun processes (one per GPU: images/s and scaling efficiency).
 #
 #   bash benchmarks/gpu_suite.sh            # everything (~15 min on an H100-class GPU)
-#   bash benchmarks/gpu_suite.sh eager      # eager rows + data pipeline (~5 min)
+#   bash benchmarks/gpu_suite.sh eager      # eager rows + data pipeline + embed across processes (~7 min)
 #   bash benchmarks/gpu_suite.sh compile    # torch.compile rows only (~8 min: each row compiles)
 #   bash benchmarks/gpu_suite.sh gram       # evidence_gram.py at ViT-S/14, 224 px: no Gram / Gram anchoring /
 #                                           # Gram + high-res stage (~8 min estimated; not part of "all";
@@ -66,6 +67,15 @@ if [ "$PART" != compile ]; then
   workers=$(( $(nproc) < 8 ? $(nproc) : 8 ))
   "$PY" benchmarks/data_pipeline.py --images 40 --repeats 3 --workers "1,2,4,$workers" --scaling-images 256 \
     --json "$DEST/data_pipeline_gpu_host.json" || status=$?
+
+  echo "== dermino embed under torchrun (bench_embed_scaling.py: ViT-B/14 at 224 px, one process per GPU) =="
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  procs=1; n=2
+  while [ "$n" -le "$gpus" ]; do procs="$procs,$n"; n=$(( n * 2 )); done
+  case ",$procs," in *",$gpus,"*|",1,") ;; *) procs="$procs,$gpus" ;; esac
+  "$PY" benchmarks/bench_embed_scaling.py --device cuda --processes "$procs" --backbone dermino_vit_base_14 \
+    --model-arg --image-size 224 --batch-size 128 --chunk-size 1024 --workers 6 --tile 20 \
+    --out "$DEST/bench_embed_scaling_cuda.json" || status=$?
 fi
 uptime
 exit $status

@@ -19,7 +19,7 @@ PACKAGE = "dermino"
 LAYERS: dict[str, int] = {
     # shared helpers every layer may use
     "dermino": 0, "dermino.config": 0, "dermino.files": 0, "dermino.runtime": 0, "dermino.progress": 0,
-    "dermino.results": 0,
+    "dermino.results": 0, "dermino.sharding": 0,
     "dermino.data": 1,
     "dermino.knowledge": 2, "dermino.models": 2, "dermino.losses": 2,
     "dermino.features": 3,

@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="similarity confirming a candidate (default 0.9; 0.95 with --backbone)")
     q.add_argument("--workers", type=int, default=1, help="processes for hashing")
     q.add_argument("--cache-dir", default="", help="per-chunk hashes, for resuming (default: $DERMINO_CACHE/dedup)")
+    q.add_argument("--chunk-size", type=int, default=None,
+                   help="images per cached hash chunk (default 2048): the unit of resuming and of sharing "
+                        "out across torchrun processes")
     q.set_defaults(func=_dedup)
 
     q = sub.add_parser("cache", help="pre-resized, sharded copy of the images (WebDataset tars) for fast loading")
@@ -173,14 +176,20 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
+    """Under torchrun the hashing and descriptors are shared out by chunk; rank 0 writes the report."""
     from dermino.data.dedup import DedupConfig, find_duplicates, write_outputs
     from dermino.features.embedder import backbone_embedder
+    from dermino.sharding import torchrun_shard
 
-    cfg = DedupConfig(max_hamming=args.max_hamming, workers=args.workers, cache_dir=args.cache_dir,
+    chunk = {"chunk_size": args.chunk_size} if args.chunk_size else {}
+    cfg = DedupConfig(max_hamming=args.max_hamming, workers=args.workers, cache_dir=args.cache_dir, **chunk,
                       min_cosine=args.min_cosine if args.min_cosine is not None
                       else (0.95 if args.backbone else 0.9))
-    embedder = backbone_embedder(args.backbone, args.weights) if args.backbone else None
-    result = find_duplicates(args.manifests, args.against, cfg, embedder=embedder)
+    with torchrun_shard("cpu") as shard:
+        embedder = backbone_embedder(args.backbone, args.weights) if args.backbone else None
+        result = find_duplicates(args.manifests, args.against, cfg, embedder=embedder, shard=shard)
+    if result is None:  # another rank's share is done; rank 0 reports
+        return 0
     written = write_outputs(result, args.out)
     s = result.stats
     print(f"{s['images']} images: {s['exact_pairs']} exact and {s['near_pairs']} near-duplicate pairs "

@@ -1,4 +1,8 @@
-"""``dermino embed``: extract (and cache) features of a manifest with one backbone."""
+"""``dermino embed``: extract (and cache) features of a manifest with one backbone.
+
+Under ``torchrun --nproc_per_node N -m dermino.cli embed ...`` the cached chunks are shared
+out across the ranks (``dermino.sharding``); rank 0 writes ``--out`` and prints the summary.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     from dermino.features import EmbedConfig, extract_embeddings
     from dermino.files import atomic_path
     from dermino.models import create
+    from dermino.sharding import torchrun_shard
 
     cfg = load_config(EmbedConfig, None, args.overrides)
     if not cfg.cache_dir:  # beside the output when there is one, else the documented cache folder
@@ -50,15 +55,19 @@ def _run(args: argparse.Namespace) -> int:
         kwargs[k] = yaml.safe_load(v)
     if args.patch:
         return _run_patch(args, cfg, df, kwargs)
-    model = create(args.backbone, weights=args.weights, **kwargs)
-    emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone)
+    with torchrun_shard(cfg.device) as shard:
+        cfg.device = shard.device(cfg.device)
+        model = create(args.backbone, weights=args.weights, **kwargs)
+        emb = extract_embeddings(model, df, cfg, weights=args.weights, model_name=args.backbone, shard=shard)
+        if not shard.is_main:
+            return 0
     if args.out:
         with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
             np.save(fh, emb.features)
     print(json.dumps({"cache": str(emb.path), "key": emb.key, "rows": len(emb.features),
                       "dim": int(emb.features.shape[1]), "computed_rows": emb.computed_rows,
-                      "transform": emb.meta["transform"], "preprocessing": emb.meta.get("preprocessing")},
-                     indent=2))
+                      "processes": shard.world_size, "transform": emb.meta["transform"],
+                      "preprocessing": emb.meta.get("preprocessing")}, indent=2))
     return 0
 
 
@@ -69,7 +78,10 @@ def _run_patch(args: argparse.Namespace, cfg, df, kwargs: dict) -> int:
     from dermino.api import load
     from dermino.features import image_paths
     from dermino.progress import tqdm
+    from dermino.sharding import launched_by_torchrun
 
+    if launched_by_torchrun():
+        raise ValueError("--patch is not shared out across torchrun processes: run it as one process")
     if not args.out:
         raise ValueError("--patch needs --out FILE.npy (patch features are large and not cached)")
     model = load(args.backbone, weights=args.weights, image_size=cfg.image_size, device=cfg.device,

@@ -38,8 +38,9 @@ from scipy.fft import dctn
 from threadpoolctl import threadpool_limits
 
 from dermino.progress import tqdm
+from dermino.sharding import Shard
 
-from ..files import cache_root
+from ..files import atomic_path, cache_root
 from .images import read_rgb
 from .manifest import read_manifest, resolve
 
@@ -70,6 +71,8 @@ class DedupConfig:
         # band differs by <= r bits, which holds for most of them (the guarantee stops at 7).
         if not -1.0 <= self.min_cosine <= 1.0:
             raise ValueError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}")
 
 
 # --------------------------------------------------------------------------- hashing
@@ -134,26 +137,37 @@ def _cache_folder(cfg: DedupConfig) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "dedup"
 
 
-def compute_hashes(paths: Sequence[Path], cfg: DedupConfig, progress: bool = True) -> pd.DataFrame:
-    """sha256 / phash / size of every path, cached per chunk (resumable after a kill)."""
+def compute_hashes(paths: Sequence[Path], cfg: DedupConfig, progress: bool = True,
+                   shard: Shard | None = None) -> pd.DataFrame:
+    """sha256 / phash / size of every path, cached per chunk (resumable after a kill).
+
+    With a ``shard`` of several torchrun processes each rank hashes the chunks it owns, then
+    every rank reads all chunks: the table is the single-process one on every rank.
+    """
+    shard = shard or Shard()
     folder = _cache_folder(cfg) / "hashes"
     folder.mkdir(parents=True, exist_ok=True)
-    frames = []
-    bar = tqdm(total=len(paths), desc="hash", unit="img", disable=not progress)
+    chunks = [list(paths[lo: lo + cfg.chunk_size]) for lo in range(0, len(paths), cfg.chunk_size)]
+    frames: dict[int, pd.DataFrame] = {}
+    bar = tqdm(total=sum(len(c) for k, c in enumerate(chunks) if shard.owns(k)), desc="hash", unit="img",
+               disable=not (progress and shard.is_main))
     pool = None
     if cfg.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(cfg.workers)
+    files = []
     try:
-        for lo in range(0, len(paths), cfg.chunk_size):
-            chunk = list(paths[lo: lo + cfg.chunk_size])
+        for k, chunk in enumerate(chunks):
             for i, p in enumerate(chunk):
                 if not p.is_file():
-                    raise FileNotFoundError(f"image not found (row {lo + i}): {p}")
+                    raise FileNotFoundError(f"image not found (row {k * cfg.chunk_size + i}): {p}")
             file = folder / f"{_chunk_key(chunk)}.parquet"
+            files.append(file)
+            if not shard.owns(k):
+                continue
             if file.is_file():
-                frames.append(pd.read_parquet(file))
+                frames[k] = pd.read_parquet(file)
                 bar.update(len(chunk))
                 continue
             rows = pool.map(hash_file, chunk, chunksize=64) if pool else map(hash_file, chunk)
@@ -166,14 +180,21 @@ def compute_hashes(paths: Sequence[Path], cfg: DedupConfig, progress: bool = Tru
             tmp = file.with_name(file.name + f".tmp{os.getpid()}")
             df.to_parquet(tmp, index=False)
             tmp.replace(file)
-            frames.append(df)
+            frames[k] = df
     finally:
         bar.close()
         if pool:
             pool.shutdown()
+    shard.barrier()
+    for k, file in enumerate(files):
+        if k not in frames:
+            if not file.is_file():
+                raise RuntimeError(f"dedup: hash chunk {file} of another rank is missing; under torchrun on "
+                                   "several nodes --cache-dir must be on a filesystem every node sees")
+            frames[k] = pd.read_parquet(file)
     if not frames:
         return pd.DataFrame(columns=["path", "sha256", "phash", "width", "height"])
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([frames[k] for k in range(len(chunks))], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -258,6 +279,11 @@ def detail_embedder(paths: list[Path]) -> np.ndarray:
     return np.stack([detail_descriptor(p) for p in paths])
 
 
+# what names an embedder's output in a shared cache: an Embedder may carry ``identity``, a string
+# or a function returning one
+detail_embedder.identity = f"detail:v{HASH_VERSION}:crops={CROPS}:side=48"  # type: ignore[attr-defined]
+
+
 def pair_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of (P, D) arrays; for (P, K, D) views the best over the K x K view pairs."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
@@ -284,6 +310,49 @@ def _describe(paths: list[Path], embedder: Embedder, cache_dir: Path, progress: 
     finally:
         del out
         file.unlink(missing_ok=True)  # the open map keeps the data readable until released
+
+
+def _describe_shared(paths: list[Path], embedder: Embedder, cache_dir: Path, shard: Shard, progress: bool,
+                     batch: int = 512) -> np.ndarray | None:
+    """``_describe`` split across torchrun ranks: batch ``b`` of 512 is computed by rank ``b % N``
+    (the same batches, so the same numbers, as one process) and saved under a key of the
+    embedder's ``identity`` and the images, so a restarted job skips finished batches. Rank 0
+    gathers them into one array; the other ranks get None."""
+    identity = getattr(embedder, "identity", None)
+    identity = identity() if callable(identity) else identity
+    if not identity:
+        raise ValueError("dedup under torchrun needs an embedder with an 'identity' attribute "
+                         "(what its descriptors are cached under)")
+    shard.agree(str(identity), "descriptor (embedder identity)")
+    h = hashlib.sha256(f"{identity}\n".encode())
+    h.update(_chunk_key(paths).encode())
+    folder = cache_dir / "descriptors" / h.hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, len(paths), batch))
+    file = lambda b: folder / f"batch_{b:05d}.npy"  # noqa: E731
+    mine = [b for b in range(len(starts)) if shard.owns(b) and not file(b).is_file()]
+    for b in tqdm(mine, desc="describe", unit="batch", disable=not (progress and shard.is_main)):
+        vec = np.asarray(embedder(paths[starts[b]: starts[b] + batch])).astype(np.float16)
+        with atomic_path(file(b)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, vec)
+    shard.barrier()
+    if not shard.is_main:
+        return None
+    absent = [b for b in range(len(starts)) if not file(b).is_file()]
+    if absent:
+        raise RuntimeError(f"dedup: descriptor batches {absent[:5]} of other ranks are missing in {folder}; "
+                           "under torchrun on several nodes --cache-dir must be on a filesystem every node sees")
+    first = np.load(file(0), mmap_mode="r")
+    out_file = cache_dir / f"descriptors.{os.getpid()}.npy"
+    out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16, shape=(len(paths), *first.shape[1:]))
+    try:
+        for b, lo in enumerate(starts):
+            out[lo: lo + batch] = np.load(file(b))
+        out.flush()
+        return np.load(out_file, mmap_mode="r")
+    finally:
+        del out
+        out_file.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -328,15 +397,21 @@ def _union_find(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Path] = (),
                     cfg: DedupConfig | None = None, embedder: Embedder | None = None,
-                    progress: bool = True) -> DedupResult:
-    """Exact and near duplicates among the images of ``manifests`` and ``against``."""
+                    progress: bool = True, shard: Shard | None = None) -> DedupResult | None:
+    """Exact and near duplicates among the images of ``manifests`` and ``against``.
+
+    With a ``shard`` of several torchrun processes (every rank calls this with the same
+    arguments) the hashing and the descriptors are split across the ranks; rank 0 confirms
+    the pairs and returns the result, the same as one process would; other ranks return None.
+    """
     cfg = cfg or DedupConfig()
+    shard = shard or Shard()
     embedder = embedder or detail_embedder
     table, _ = _roles_table(manifests, against)
     if table.empty:
         raise ValueError("dedup: the manifests have no rows")
     paths = [Path(p) for p in table["path"]]
-    hashes = compute_hashes(paths, cfg, progress=progress)
+    hashes = compute_hashes(paths, cfg, progress=progress, shard=shard)
     table["sha256"] = hashes["sha256"].to_numpy()
     table["phash"] = hashes["phash"].to_numpy().astype(np.uint64)
     n = len(table)
@@ -355,7 +430,13 @@ def find_duplicates(manifests: Sequence[str | Path], against: Sequence[str | Pat
     cos = np.zeros(len(cand), np.float32)
     if len(cand):
         need = np.unique(cand)
-        vec = _describe([paths[i] for i in need], embedder, _cache_folder(cfg), progress)
+        if shard.enabled:
+            vec = _describe_shared([paths[i] for i in need], embedder, _cache_folder(cfg), shard, progress)
+        else:
+            vec = _describe([paths[i] for i in need], embedder, _cache_folder(cfg), progress)
+    if not shard.is_main:
+        return None
+    if len(cand):
         rows = np.searchsorted(need, cand)
         # many tiny matmuls: BLAS threads only spin (300 s instead of 12 s on a busy 2-core machine)
         with threadpool_limits(limits=1):

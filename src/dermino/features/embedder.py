@@ -6,6 +6,7 @@ one confirms near-duplicate candidates by the cosine of a registered backbone's 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from dermino.data.dedup import Embedder
 from dermino.data.images import read_rgb
+from dermino.features.cache import model_hash
 from dermino.features.config import EmbedConfig
 from dermino.features.transform import eval_transform
 
@@ -33,4 +35,11 @@ def backbone_embedder(backbone: str, weights: str | None = None, image_size: int
                 out.append(model.forward_features(x)["cls"].float().numpy())
         return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
 
+    def identity() -> str:
+        """Names the descriptors in a shared cache (dedup under torchrun): same weights, same numbers.
+        A function, so a single-process run never pays for hashing the weights."""
+        return json.dumps({"backbone": backbone, "model": model_hash(model, weights), "image_size": image_size,
+                           "batch_size": batch_size, "transform": transform.params()}, sort_keys=True)
+
+    embed.identity = identity  # type: ignore[attr-defined]
     return embed

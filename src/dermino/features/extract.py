@@ -9,6 +9,8 @@ computed once per (model, images, transform) and reused. The cache key hashes
 
 Extraction writes one ``.npy`` per chunk of rows as soon as the chunk is complete (atomic
 rename), so a crash loses at most the chunk in progress and a rerun resumes from there.
+Under torchrun the chunks are shared out by number (``dermino.sharding``): each rank computes
+its own, and every rank then reads all of them, so the array is the single-process one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dermino.features.pooling import pool_features
 from dermino.features.transform import EvalTransform, eval_transform, model_preprocess, resolve_pool
 from dermino.files import atomic_path
 from dermino.progress import tqdm
+from dermino.sharding import Shard
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +84,18 @@ def extract_embeddings(
     weights: str | Path | None = None,
     model_name: str = "",
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> Embeddings:
     """Features for every row of ``df`` (in order), from the cache when possible.
 
     ``weights`` (the checkpoint file the model was loaded from) makes the cache key cheap
-    and exact; without it the state dict is hashed.
+    and exact; without it the state dict is hashed. With a ``shard`` of several processes
+    (every rank calls this with the same arguments) each rank computes only the missing
+    chunks it owns; all ranks return the whole array, and ``computed_rows`` counts the rows
+    computed by all ranks together. Only rank 0 writes ``meta.json``.
     """
     cfg = cfg or EmbedConfig()
+    shard = shard or Shard()
     if cfg.pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {cfg.pool!r}")
     if len(df) == 0:
@@ -113,6 +121,7 @@ def extract_embeddings(
                         "upsampled; build the cache with --size >= %d", cfg.image_cache, image_cache.size,
                         transform.resize, transform.resize)
     key = cache_key(model_id, rows_id, transform, cfg.pool)
+    shard.agree(key, "embedding cache key (model, rows, transform, pooling)")
     folder = resolve_cache_dir(cfg.cache_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -122,24 +131,34 @@ def extract_embeddings(
         "preprocessing": model_preprocess(model),
     }
     meta_path = folder / "meta.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("chunk_size") != cfg.chunk_size:  # chunk files would not line up
-            for f in folder.glob("chunk_*.npy"):
-                f.unlink()
-    meta_path.write_text(json.dumps(meta, indent=2))
+    if shard.is_main:  # the others wait below until the folder is settled
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old.get("chunk_size") != cfg.chunk_size:  # chunk files would not line up
+                for f in folder.glob("chunk_*.npy"):
+                    f.unlink()
+        meta_path.write_text(json.dumps(meta, indent=2))
+    shard.barrier()
 
     n_chunks = -(-len(paths) // cfg.chunk_size)
     chunk_file = lambda c: folder / f"chunk_{c:05d}.npy"  # noqa: E731
-    missing = [c for c in range(n_chunks) if not chunk_file(c).exists()]
+    missing = [c for c in range(n_chunks) if shard.owns(c) and not chunk_file(c).exists()]
     computed = 0
     if missing:
-        computed = _compute_chunks(model, paths, transform, cfg, missing, chunk_file, progress, reader)
+        computed = _compute_chunks(model, paths, transform, cfg, missing, chunk_file,
+                                   progress and shard.is_main, reader)
+    computed = shard.total(computed)  # returns once every rank has written its chunks
+    absent = [c for c in range(n_chunks) if not chunk_file(c).exists()]
+    if absent:  # only possible when ranks do not share the folder
+        raise RuntimeError(f"embedding cache {folder}: chunk(s) {absent[:5]} written by other ranks are not "
+                           "there; under torchrun on several nodes the cache folder must be on a "
+                           "filesystem every node sees (set cache_dir)")
     feats = np.concatenate([np.load(chunk_file(c)) for c in range(n_chunks)])
     if len(feats) != len(paths):
         raise RuntimeError(f"embedding cache {folder} is inconsistent: {len(feats)} rows for {len(paths)}")
     meta["dim"] = int(feats.shape[1])
-    meta_path.write_text(json.dumps(meta, indent=2))
+    if shard.is_main:
+        meta_path.write_text(json.dumps(meta, indent=2))
     return Embeddings(feats, key, folder, meta, computed)
 
 

@@ -21,6 +21,7 @@ from dermino.data.manifest import read_manifest, split_labels
 from dermino.features import EmbedConfig, extract_embeddings, image_paths, model_hash
 from dermino.progress import tqdm
 from dermino.serve.index import META_COLUMNS, CaseIndex, thumbnail_jpeg
+from dermino.sharding import Shard
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,17 @@ def build_index(
     cache_dir: str = "",  # "": <folder of out>/cache/embeddings, beside the index (never inside it)
     batch_size: int = 64,
     progress: bool = True,
-) -> CaseIndex:
+    chunk_size: int | None = None,  # rows per cached embedding chunk (None: EmbedConfig's)
+    shard: Shard | None = None,
+) -> CaseIndex | None:
     """Embed the manifest's labelled rows of ``splits`` (all rows when empty) and save the index.
 
     ``append=True`` loads the index at ``out`` and adds only images it does not hold yet.
+    With a ``shard`` of several torchrun processes the embedding is split across the ranks
+    (chunks of ``chunk_size`` rows); rank 0 writes the index, the same files as one process
+    would, and returns it; the other ranks return None once their chunks are done.
     """
+    shard = shard or Shard()
     out = Path(out)
     df = read_manifest(manifest)
     root = df.attrs.get("root")
@@ -88,19 +95,24 @@ def build_index(
         if len(index) == 0:
             raise ValueError(f"{manifest}: no labelled rows in splits {list(splits)} to index")
         log.info("index: nothing new to add (%d cases)", len(index))
+        if not shard.is_main:
+            return None
         index.save(out)
         return index
     t = classifier.transform
     cfg = EmbedConfig(image_size=t.image_size, resize=t.resize, interpolation=t.interpolation,
-                      pool=classifier.pool, batch_size=batch_size,
+                      pool=classifier.pool, batch_size=batch_size, **({"chunk_size": chunk_size} if chunk_size else {}),
                       cache_dir=cache_dir or str(Path(out).parent / "cache" / "embeddings"),
                       device=str(classifier.feat_mean.device))
     if len(index) == 0:
         # embed every labelled row, then keep the chosen ones: after 'classifier train' on the same
         # manifest these rows are exactly the cached ones, so nothing is computed again
-        feats = extract_embeddings(classifier.backbone, labelled, cfg, progress=progress).features[chosen]
+        feats = extract_embeddings(classifier.backbone, labelled, cfg, progress=progress,
+                                   shard=shard).features[chosen]
     else:
-        feats = extract_embeddings(classifier.backbone, df, cfg, progress=progress).features
+        feats = extract_embeddings(classifier.backbone, df, cfg, progress=progress, shard=shard).features
+    if not shard.is_main:  # rank 0 makes the thumbnails and writes the index
+        return None
     paths = image_paths(df)
     records, thumbs = [], []
     for i, path in enumerate(tqdm(paths, desc="thumbnails", unit="img", disable=not progress)):
