@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,7 @@ def main() -> None:
     ap = benchmark_parser(__doc__)
     ap.add_argument("--classifier", help="a 'dermino classifier train' folder (default: a random-init one)")
     ap.add_argument("--arch", default="dermino_vit_small_14", help="backbone of the random-init classifier")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--image-size", type=int, default=112, help="input size of the random-init classifier (default 112)")
     ap.add_argument("--images", nargs="+", help="image files or folders (default: the bundled HAM10000 sample)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--requests", type=int, default=1000)
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--bare-batches", type=int, default=20, help="batches timed for the bare model (each time)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups: stop the server, remove the scratch
     if not 0 < args.requests <= 20_000 or not 0 < args.concurrency <= 200 or not all(0 < w <= 16 for w in args.workers):
         sys.exit("keep the load bounded: 0 < requests <= 20000, 0 < concurrency <= 200, 0 < workers <= 16")
     start(args)
