@@ -8,6 +8,7 @@ through it, and checks that shutting it down leaves no process and no run folder
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from PIL import Image
 from _net import free_port
 from _serve_fixtures import ham_images, tiny_classifier
 from dermino.classifier.model import save_classifier
-from dermino.serve.uploads import UploadLimits
+from dermino.serve.uploads import UploadLimits, save_upload
 from dermino.serve.workers import ServeSettings, build_app, claim_index, default_torch_threads
 
 START_S = 180  # spawning two workers that import torch, on a shared 2-core machine
@@ -208,26 +209,25 @@ def test_worker_indexes_are_distinct_and_freed_when_a_worker_ends(tmp_path):
     assert claim_index("") == (0, None)
 
 
+def _save_for_a_second(data: bytes, keep: str, go) -> None:
+    go.wait(30)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        save_upload(data, "lesion.jpg", keep)
+
+
 def test_the_same_upload_saved_by_several_processes_at_once_is_whole(tmp_path):
     """Workers write saved uploads into one folder: each write goes through its own temporary file."""
     data = os.urandom(2_000_000)
-    (tmp_path / "blob").write_bytes(data)
-    # both processes start saving at the same moment (after their imports), and save for a second
-    script = ("import sys, time; from pathlib import Path; from dermino.serve.uploads import save_upload\n"
-              "blob, keep, me = Path(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
-              "data = blob.read_bytes(); (blob.parent / me).touch()\n"
-              "while not (blob.parent / 'go').exists(): time.sleep(0.001)\n"
-              "end = time.monotonic() + 1.0\n"
-              "while time.monotonic() < end: save_upload(data, 'lesion.jpg', keep)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "blob"), str(tmp_path / "keep"),
-                               f"ready{i}"], stderr=subprocess.PIPE) for i in range(2)]
-    deadline = time.monotonic() + 120
-    while not all((tmp_path / f"ready{i}").exists() for i in range(2)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (tmp_path / "go").touch()
+    fork = multiprocessing.get_context("fork")  # the savers only write files: no torch in the children
+    go = fork.Event()
+    procs = [fork.Process(target=_save_for_a_second, args=(data, str(tmp_path / "keep"), go)) for _ in range(2)]
     for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()[-2000:]
+        p.start()
+    go.set()  # both start saving at the same moment
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0, "a saver failed (its traceback is above)"
     files = sorted(p.name for p in (tmp_path / "keep").iterdir())
     assert len(files) == 2, files  # the image and its sidecar: no temporary file left
     assert (tmp_path / "keep" / files[0]).read_bytes() == data
