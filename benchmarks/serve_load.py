@@ -95,7 +95,7 @@ async def run_load(url: str, files: list[tuple[str, bytes]], n: int, concurrency
     return {"endpoint": endpoint, "requests": n, "hostile_requests": n_hostile, "concurrency": concurrency,
             "server_5xx": sum(v for k, v in statuses.items() if k >= 500), "wall_s": wall,
             "req_per_s": n / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "max_ms": float(lat.max()), "errors": len(errors), "statuses": statuses, "first_errors": errors[:3],
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()), "errors": len(errors), "statuses": statuses, "first_errors": errors[:3],
             "batching": health["batching"]}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def test_segment_and_embed(client, parts):
 def test_health_version_schema_and_ui(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["index_size"] > 100 and h["segmenter"] is True
+    assert h["worker"] == {"pid": os.getpid(), "index": 0, "workers": 1}  # one process: this one
     v = client.get("/version").json()
     assert v["classifier"]["labels"][0] == "actinic keratosis" and v["index"]["size"] == h["index_size"]
     schema = client.get("/openapi.json").json()

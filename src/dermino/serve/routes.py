@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -55,8 +56,10 @@ def _data_url(image: Image.Image, mime: str = "png") -> str:
 @router.get("/health", response_model=S.HealthResponse, tags=["service"])
 def health(request: Request) -> S.HealthResponse:
     svc = service(request)
+    worker = request.app.state.worker
     return S.HealthResponse(status="ok", index_size=len(svc.index) if svc.index is not None else 0,
-                            segmenter=svc.segmenter is not None, batching=svc.batcher.stats())
+                            segmenter=svc.segmenter is not None, batching=svc.batcher.stats(),
+                            worker=S.WorkerStatus(pid=os.getpid(), index=worker.index, workers=worker.workers))
 
 
 @router.get("/version", response_model=S.VersionResponse, tags=["service"])

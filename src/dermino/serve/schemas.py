@@ -49,11 +49,18 @@ class EmbedResponse(BaseModel):
     embedding: list[float]
 
 
+class WorkerStatus(BaseModel):
+    pid: int = Field(description="operating-system process id of the worker that answered")
+    index: int = Field(ge=0, description="the worker's number, 0 to workers - 1 (a restarted worker takes a free one)")
+    workers: int = Field(ge=1, description="worker processes this server was started with (--workers)")
+
+
 class HealthResponse(BaseModel):
     status: str
     index_size: int
     segmenter: bool
-    batching: dict[str, float]
+    batching: dict[str, float] = Field(description="this worker's micro-batcher: each worker has its own")
+    worker: WorkerStatus
 
 
 class VersionResponse(BaseModel):

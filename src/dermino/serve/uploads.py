@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dermino.config import AtLeast1, Range, check_config
 from dermino.data.images import ImageReadError, decode_rgb
+from dermino.files import write_bytes_atomic, write_text_atomic
 from dermino.serve.body import MAX_UPLOAD_BYTES, BodyLimit
 
 __all__ = ["BodyLimit", "UploadError", "UploadLimits", "read_image", "save_upload", "shrink"]
@@ -111,8 +112,7 @@ def save_upload(data: bytes, name: str, save_dir: str | Path) -> Path:
     path = (folder / f"{digest}{ext}").resolve()
     if path.parent != folder:  # cannot happen with the names above; checked anyway
         raise UploadError(400, "refusing to write outside the upload folder")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps({"client_name": name, "bytes": len(data)}))
+    # atomic, through a temporary name of this process: several server workers may save the same upload at once
+    write_bytes_atomic(path, data)
+    write_text_atomic(path.with_suffix(path.suffix + ".json"), json.dumps({"client_name": name, "bytes": len(data)}))
     return path
