@@ -419,7 +419,7 @@ DEMO_INPUTS = "demo_inputs.json"
 
 def _pretrain_inputs(cfg: Any) -> dict[str, Any]:
     """The run's config and the sha256 of every existing file it names (manifests, vocabulary ...)."""
-    from dermino.evaluate.embeddings import file_hash
+    from dermino.features.cache import file_hash
 
     config = json.loads(json.dumps(to_dict(cfg), default=str))
     files: dict[str, str] = {}

@@ -23,17 +23,36 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes (memoised on path, size and mtime)."""
+    """sha256 of a file's content (memoised on path, size and mtime).
+
+    A ``.safetensors`` file is hashed by what it holds (sorted metadata, then each tensor's name,
+    dtype, shape and bytes), not by its bytes: the writer orders the header's metadata
+    differently in every process, so the same tensors saved twice are two different byte strings.
+    """
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FILE_HASHES:
         h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
+        if p.suffix == ".safetensors":
+            _safetensors_content(p, h)
+        else:
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
         _FILE_HASHES[key] = h.hexdigest()
     return _FILE_HASHES[key]
+
+
+def _safetensors_content(path: Path, h) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        h.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(f.keys()):
+            t = f.get_tensor(name).contiguous()
+            h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def model_hash(model: torch.nn.Module, weights: str | Path | None = None) -> str:
