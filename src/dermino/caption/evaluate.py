@@ -254,7 +254,7 @@ def evaluate_vqa(cap, feats, examples: Sequence[CaptionExample], truth: Sequence
                  batch_size: int = 16, progress: bool = True) -> dict:
     """Ask every annotated image one question per criterion; score the answers (and, with
     ``partners``, the answers from the partner image's features) against its annotation."""
-    from dermino.caption.vqa import vqa_scores
+    from dermino.caption.vqa import qa_pairs, vqa_scores
     from dermino.evaluate.stats import paired_bootstrap
 
     rows, questions = [], []
@@ -303,9 +303,3 @@ def evaluate_vqa(cap, feats, examples: Sequence[CaptionExample], truth: Sequence
             "ci_low": comp.diff.ci_low, "ci_high": comp.diff.ci_high, "p_value": comp.p_value}
     return report
 
-
-def qa_pairs(truth: set[str], seed: int, row: int):
-    """The seeded questions of one annotated image (the same for every captioner evaluated)."""
-    from dermino.caption.vqa import make_qa
-
-    return make_qa(truth, seed=seed * 100_003 + row)

@@ -108,7 +108,7 @@ def question_rows(cfg: CaptionConfig, train: list) -> tuple[list[int], list]:
     """(example index, question) of every criterion question of the annotated training images."""
     from dermino.caption.clinical import true_criteria_ph2
     from dermino.caption.data import example_rows
-    from dermino.caption.evaluate import qa_pairs
+    from dermino.caption.vqa import qa_pairs
 
     rows, qa = [], []
     for i, row in enumerate(example_rows(cfg.manifests, train)):

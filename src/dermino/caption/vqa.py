@@ -145,3 +145,9 @@ def vqa_scores(criteria: Sequence[str], truth: Sequence[bool], answers: Sequence
         "unknown_share": float(np.mean(said == "unknown")) if len(said) else float("nan"),
         "answers_parsed": said.tolist(),
     }
+
+
+def qa_pairs(truth: set[str], seed: int, row: int) -> list[QAPair]:
+    """The seeded questions of one annotated image: the same for training, evaluation and every
+    captioner compared (seeded by the run's seed and the image's manifest row)."""
+    return make_qa(truth, seed=seed * 100_003 + row)

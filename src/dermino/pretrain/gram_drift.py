@@ -16,27 +16,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dermino.data.images import read_rgb
-from dermino.data.manifest import resolve
-from dermino.data.transforms import eval_transform
 from dermino.losses.gram import gram_matrices
+from dermino.pretrain.eval_images import eval_batches
 
 
 @torch.no_grad()
 def patch_grams(backbone: nn.Module, df: pd.DataFrame, size: int, device: torch.device, batch_size: int = 32) -> torch.Tensor:
     """(N, P, P) Gram matrices of the last block's L2-normalised patch tokens, one per row of ``df``."""
-    tf = eval_transform(size, mean=backbone.mean, std=backbone.std)
-    was_training = backbone.training
-    backbone.eval()
     out = []
-    paths = [resolve(df, v) for v in df["image"]]
-    try:
-        for i in range(0, len(paths), batch_size):
-            x = torch.stack([tf(read_rgb(p)) for p in paths[i : i + batch_size]]).to(device)
-            maps = backbone.get_intermediate_layers(x, [-1])[0].float()  # (B, D, h, w)
-            out.append(gram_matrices(maps.flatten(2).transpose(1, 2)).cpu())
-    finally:
-        backbone.train(was_training)
+    for x in eval_batches(backbone, df, size, device, batch_size):
+        maps = backbone.get_intermediate_layers(x, [-1])[0].float()  # (B, D, h, w)
+        out.append(gram_matrices(maps.flatten(2).transpose(1, 2)).cpu())
     return torch.cat(out) if out else torch.zeros(0, 0, 0)
 
 

@@ -24,10 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dermino.data.images import read_rgb
-from dermino.data.manifest import read_manifest, resolve, split_labels
+from dermino.data.manifest import read_manifest, split_labels
 from dermino.data.masks import Pair, check_masks, mask_pairs, subset_pairs
-from dermino.data.transforms import eval_transform
 from dermino.evaluate.dense import dense_dice
 from dermino.evaluate.knn import KNNConfig, knn_classify
 from dermino.evaluate.metrics import macro_auroc
@@ -35,6 +33,7 @@ from dermino.evaluate.rank import effective_rank
 from dermino.files import load_torch, save_atomic
 from dermino.pretrain import collapse
 from dermino.pretrain.distributed import barrier
+from dermino.pretrain.eval_images import eval_batches
 from dermino.pretrain.gram_drift import gram_distance, patch_grams
 from dermino.pretrain.run_log import drop_rows_after
 
@@ -44,15 +43,8 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def embed(backbone: nn.Module, df: pd.DataFrame, size: int, device: torch.device, batch_size: int = 64) -> torch.Tensor:
     """L2-normalised CLS embeddings (N, D) of every row of ``df``."""
-    tf = eval_transform(size, mean=backbone.mean, std=backbone.std)
-    was_training = backbone.training
-    backbone.eval()
-    feats = []
-    paths = [resolve(df, v) for v in df["image"]]
-    for i in range(0, len(paths), batch_size):
-        x = torch.stack([tf(read_rgb(p)) for p in paths[i : i + batch_size]]).to(device)
-        feats.append(torch.nn.functional.normalize(backbone(x).float(), dim=-1).cpu())
-    backbone.train(was_training)
+    feats = [torch.nn.functional.normalize(backbone(x).float(), dim=-1).cpu()
+             for x in eval_batches(backbone, df, size, device, batch_size)]
     return torch.cat(feats) if feats else torch.zeros(0, 0)
 
 
