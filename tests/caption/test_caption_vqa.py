@@ -11,6 +11,7 @@ from dermino.caption.vqa import (
     balanced_accuracy,
     macro_f1,
     make_qa,
+    mean_balanced_accuracy,
     parse_answer,
     vqa_scores,
 )
@@ -65,6 +66,17 @@ def test_balanced_accuracy_and_macro_f1_hand_worked():
     assert balanced_accuracy(rare, np.array(["no"] * 10, dtype=object)) == pytest.approx(0.5)
 
 
+
+def test_mean_balanced_accuracy_skips_criteria_with_one_answer_class():
+    truth = np.array([True, False, True, False, True, True])
+    said = np.array(["yes", "yes", "no", "no", "yes", "no"], dtype=object)
+    crit = np.array(["veil", "veil", "streaks", "streaks", "dots", "dots"], dtype=object)
+    # veil: yes-recall 1, no-recall 0 -> 0.5; streaks: 0 and 1 -> 0.5; dots has no "absent" row: left out
+    assert mean_balanced_accuracy(truth, said, crit) == pytest.approx(0.5)
+    said[1] = "no"  # veil now perfect -> (1 + 0.5) / 2
+    assert mean_balanced_accuracy(truth, said, crit) == pytest.approx(0.75)
+    assert np.isnan(mean_balanced_accuracy(truth[4:], said[4:], crit[4:]))
+
 def test_vqa_scores_per_criterion_with_cis():
     rng = np.random.default_rng(0)
     crit, truth, answers = [], [], []
@@ -110,7 +122,7 @@ def test_vqa_training_evaluation_and_ask(smollm2, tmp_path, capsys):
     spec = CaptionerSpec(encoder="dermino_vit_tiny_14", encoder_overrides=tiny, patch_grid=1, image_tokens="cls",
                          prompt="Caption:", lora_r=4)
     cfg = CaptionConfig(manifests=[str(manifest)], model=spec, image_size=56, out=str(tmp_path / "run"),
-                        max_steps=12, align_steps=2, batch_size=8, max_test=3, projector_lr=2e-3, lora_lr=3e-3,
+                        max_steps=12, align_steps=2, batch_size=4, max_test=2, projector_lr=2e-3, lora_lr=3e-3,
                         max_caption_tokens=16, max_new_tokens=10, bootstrap=50, meteor=False, progress=False,
                         device="cpu", vqa_training=True, sampling="balanced")
     torch.manual_seed(0)
@@ -118,9 +130,9 @@ def test_vqa_training_evaluation_and_ask(smollm2, tmp_path, capsys):
     assert summary.steps == 14 and summary.last_loss < summary.first_loss
     result = evaluate_run(summary.run, lm=copy.deepcopy(lm), tokenizer=tok)
     v = result.extra["vqa"]
-    assert v["n_images"] == 3 and v["n_questions"] == 3 * len(QUESTIONS)
+    assert v["n_images"] == 2 and v["n_questions"] == 2 * len(QUESTIONS)
     per = v["true_image"]["per_criterion"]
-    assert set(per) == set(QUESTIONS) and all(c["n"] == 3 for c in per.values())
+    assert set(per) == set(QUESTIONS) and all(c["n"] == 2 for c in per.values())
     # trained on "Yes, there is ..." / "No, there is no ..." answers: they parse
     assert v["true_image"]["unknown_share"] < 0.5, v["examples"][:5]
     if "swapped_image" in v:  # both PH2 diagnoses among the 3 test images: the control ran
@@ -136,3 +148,42 @@ def test_vqa_training_evaluation_and_ask(smollm2, tmp_path, capsys):
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["question"] == "Is there a blue-whitish veil?" and out["parsed"] in ("yes", "no", "unknown")
+
+
+class _ReadsTheImage:
+    """A stand-in captioner whose answer comes from its image features only: feature j > 0 means
+    criterion j of :data:`QUESTIONS` is present. Questions are recognised by their template."""
+
+    uses_image = True
+    _criterion = {t: c for c, (_, templates) in QUESTIONS.items() for t in templates}
+
+    def generate(self, feats, batch, max_new_tokens, prompts):
+        names = list(QUESTIONS)
+        return [answer_sentence(self._criterion[q], bool(f[names.index(self._criterion[q])] > 0))
+                for f, q in zip(feats, prompts, strict=True)]
+
+
+def test_evaluate_vqa_scores_true_and_swapped_images_as_a_paired_difference():
+    """End to end over the evaluation's own code: an answerer that reads its features is perfect on
+    the true images; fed the partner's features it is not, and the paired difference says so."""
+    import torch
+
+    from dermino.caption.data import CaptionExample
+    from dermino.caption.evaluate import evaluate_vqa
+
+    rng = np.random.default_rng(0)
+    names = list(QUESTIONS)
+    truth = [set(np.asarray(names)[rng.random(len(names)) < 0.5].tolist()) for _ in range(12)]
+    truth.append(None)  # an image without annotations (HAM10000) is not asked
+    feats = torch.tensor([[1.0 if t and c in t else -1.0 for c in names] for t in truth])
+    examples = [CaptionExample(image=f"img{i}.jpg", caption="", labels=("melanoma",), row=i) for i in range(13)]
+    partners = np.append((np.arange(12) + 1) % 12, 0)  # image i answers from image i+1's features
+    v = evaluate_vqa(_ReadsTheImage(), feats, examples, truth, partners, n_bootstrap=200, seed=0, batch_size=5,
+                     progress=False)
+    assert v["n_images"] == 12 and v["n_questions"] == 12 * len(QUESTIONS)
+    assert v["true_image"]["mean_balanced_accuracy"] == pytest.approx(1.0)
+    assert v["true_image"]["unknown_share"] == 0.0
+    swapped = v["swapped_image"]["mean_balanced_accuracy"]
+    assert swapped < 0.8
+    p = v["paired_mean_balanced_accuracy"]
+    assert p["diff"] == pytest.approx(1.0 - swapped) and p["ci_low"] > 0 and p["p_value"] < 0.05

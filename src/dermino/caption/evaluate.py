@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -288,18 +289,18 @@ def evaluate_vqa(cap, feats, examples: Sequence[CaptionExample], truth: Sequence
         said_true = np.asarray(report["true_image"]["answers_parsed"], dtype=object)
         said_swap = np.asarray(report["swapped_image"]["answers_parsed"], dtype=object)
         crit_arr, truth_arr = np.asarray(crit, dtype=object), np.asarray(present, bool)
-
-        def mean_balanced(r: np.ndarray, said: np.ndarray) -> float:
-            from dermino.caption.vqa import balanced_accuracy
-
-            vals = [balanced_accuracy(truth_arr[r][crit_arr[r] == c], said[crit_arr[r] == c])
-                    for c in dict.fromkeys(crit)]
-            return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-
-        comp = paired_bootstrap(mean_balanced, np.arange(len(rows)), said_true, said_swap,
+        comp = paired_bootstrap(partial(_mean_balanced_on_rows, truth=truth_arr, criteria=crit_arr),
+                                np.arange(len(rows)), said_true, said_swap,
                                 n_resamples=n_bootstrap, seed=seed)
         report["paired_mean_balanced_accuracy"] = {
             "true_image": comp.a.value, "swapped_image": comp.b.value, "diff": comp.diff.value,
             "ci_low": comp.diff.ci_low, "ci_high": comp.diff.ci_high, "p_value": comp.p_value}
     return report
 
+
+def _mean_balanced_on_rows(rows: np.ndarray, said: np.ndarray, *, truth: np.ndarray, criteria: np.ndarray) -> float:
+    """:func:`~dermino.caption.vqa.mean_balanced_accuracy` of resampled question rows (``said`` is
+    already resampled by the paired bootstrap; truth and criteria follow the row indices)."""
+    from dermino.caption.vqa import mean_balanced_accuracy
+
+    return mean_balanced_accuracy(truth[rows], said, criteria[rows])

@@ -120,6 +120,14 @@ def macro_f1(truth: np.ndarray, said: np.ndarray) -> float:
     return float(np.nanmean(f1s)) if not all(np.isnan(f1s)) else float("nan")
 
 
+def mean_balanced_accuracy(truth: np.ndarray, said: np.ndarray, criteria: np.ndarray) -> float:
+    """Balanced accuracy of each criterion, averaged over the criteria where both answers occur
+    (rows are (image, criterion) pairs; the paired swapped-image comparison resamples them)."""
+    truth, said, criteria = np.asarray(truth, bool), np.asarray(said, dtype=object), np.asarray(criteria, dtype=object)
+    vals = [balanced_accuracy(truth[criteria == c], said[criteria == c]) for c in dict.fromkeys(criteria.tolist())]
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
 def vqa_scores(criteria: Sequence[str], truth: Sequence[bool], answers: Sequence[str], n_bootstrap: int = 1000,
                seed: int = 0) -> dict:
     """Per criterion: balanced accuracy and macro F1 with bootstrap CIs; plus their means over criteria.
