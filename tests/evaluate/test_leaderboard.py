@@ -226,3 +226,46 @@ def test_demo_leaderboard_function(fake_vl, tmp_path):
     finally:
         driver.quit()
     assert widths and all(w > 100 for w in widths)  # every plot decoded and rendered
+
+
+def test_a_cell_is_recomputed_when_its_weights_change_under_the_same_name(tmp_path, caplog):
+    """Retraining a backbone and rerunning the leaderboard under the same name must not reuse the
+    old numbers; an unchanged rerun reuses them."""
+    import logging
+
+    import torch
+
+    from dermino.data.sample import sample_manifests
+    from dermino.evaluate.leaderboard import LeaderboardOptions, run_leaderboard
+    from dermino.models import create
+
+    tiny = {"depth": 1, "embed_dim": 32, "num_heads": 2, "img_size": 28}
+    weights = tmp_path / "teacher_backbone.pt"
+
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(create("dermino_vit_tiny_14", **tiny).state_dict(), weights)
+
+    ham = sample_manifests(tmp_path / "manifests")["ham10000"]
+    cfg = EvalConfig(out_dir=str(tmp_path / "lb"), protocols=["knn"], bootstrap=20, progress=False,
+                     backbones=[BackboneSpec(name="mine", model="dermino_vit_tiny_14", weights=str(weights),
+                                             overrides=tiny)],
+                     datasets=[DatasetSpec(name="ham", manifest=str(ham))])
+    cfg.embed.image_size, cfg.embed.cache_dir = 28, str(tmp_path / "cache")
+    status = cell_dir(tmp_path / "lb", "mine", "ham") / "status.json"
+
+    def auroc() -> float:
+        t = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+        return float(t[(t.metric == "auroc") & (t.group.fillna("") == "")].value.iloc[0])
+
+    save(0)
+    run_leaderboard(cfg, LeaderboardOptions())
+    first, stamp, print_ = auroc(), status.stat().st_mtime_ns, json.loads(status.read_text())["fingerprint"]
+    run_leaderboard(cfg, LeaderboardOptions())  # nothing changed: reused
+    assert status.stat().st_mtime_ns == stamp and auroc() == first
+    save(1)  # retrained under the same name
+    with caplog.at_level(logging.WARNING, logger="dermino.evaluate.leaderboard"):
+        run_leaderboard(cfg, LeaderboardOptions())
+    assert "other weights" in caplog.text
+    assert json.loads(status.read_text())["fingerprint"] != print_
+    assert auroc() != first

@@ -3,8 +3,10 @@
 Why cells: a leaderboard of ten backbones on seven datasets takes hours, and a kill -9 (a
 pre-empted GPU, an OOM) must not cost the finished part. Each (backbone, dataset) cell runs
 every protocol of the preset into its own folder ``cells/<backbone>__<dataset>/`` and then
-writes ``status.json`` atomically; a cell with ``status: done`` is never recomputed, a cell
-without one (killed mid-way) or ``failed`` is run again. A backbone that fails (bad weights,
+writes ``status.json`` atomically; a cell with ``status: done`` is not recomputed while what it
+was computed from is unchanged (its fingerprint: the settings, the weights' and the manifest's
+content), a cell without one (killed mid-way), ``failed``, or whose backbone was retrained under
+the same name, is run again. A backbone that fails (bad weights,
 an exception in its forward) is recorded with its error and the others go on.
 
 From the cells' results files (never from the objects that made them) it writes:
@@ -75,6 +77,40 @@ def _status(path: Path) -> dict:
         return {}
 
 
+def _content(path: str | None) -> str | None:
+    """Content hash of a local file (or of every file in a folder); None for a name or nothing."""
+    from dermino.features.cache import file_hash
+
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return file_hash(p)
+    if p.is_dir():
+        return json.dumps({str(f.relative_to(p)): file_hash(f) for f in sorted(p.rglob("*")) if f.is_file()})
+    return None
+
+
+def cell_fingerprint(sub: EvalConfig) -> str:
+    """What a cell's numbers depend on: its settings (not where they are written or how progress
+    shows), the content of the weights (and a knowledge head beside them), of the manifest and of
+    the declared corpus. A name reused for retrained weights gives a new fingerprint."""
+    import hashlib
+
+    from dermino.models.knowledge_heads import HEAD_FILE
+
+    settings = asdict(sub)
+    for key in ("out_dir", "progress", "name", "reference"):
+        settings.pop(key, None)
+    settings["embed"].pop("cache_dir", None)
+    bb, ds = sub.backbones[0], sub.datasets[0]
+    head = Path(bb.weights).parent / HEAD_FILE if bb.weights and Path(bb.weights).is_file() else None
+    content = {"weights": _content(bb.weights), "head": _content(str(head)) if head and head.is_file() else None,
+               "manifest": _content(ds.manifest), "corpus": [_content(c) for c in bb.corpus]}
+    blob = json.dumps({"settings": settings, "content": content}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _contamination(bb: BackboneSpec, spec: DatasetSpec, ds, folder: Path, progress: bool) -> dict:
     """Share of the benchmark's test images that are exact/near duplicates of the backbone's corpus."""
     from dermino.data.dedup import DedupConfig, find_duplicates
@@ -104,15 +140,21 @@ def run_cells(cfg: EvalConfig, out: Path, opts: LeaderboardOptions) -> dict[tupl
         prepared = None
         for bb in cfg.backbones:
             folder = cell_dir(out, bb.name, spec.name)
+            sub = copy.deepcopy(cfg)
+            sub.backbones, sub.datasets, sub.out_dir, sub.reference = [bb], [spec], str(folder), bb.name
+            fingerprint = cell_fingerprint(sub)
             st = _status(folder)
-            if st.get("status") == "done":
+            if st.get("status") == "done" and st.get("fingerprint") == fingerprint:
                 log.info("leaderboard: %s on %s already done; skipped", bb.name, spec.name)
                 statuses[(bb.name, spec.name)] = st
                 continue
+            if st.get("status") == "done":
+                log.warning("leaderboard: %s on %s was computed from other weights, data or settings; "
+                            "recomputing it", bb.name, spec.name)
+                for old in (folder / "results").glob("*.json"):
+                    old.unlink()  # a protocol dropped since must not linger in the table
             start = time.perf_counter()
-            sub = copy.deepcopy(cfg)
-            sub.backbones, sub.datasets, sub.out_dir, sub.reference = [bb], [spec], str(folder), bb.name
-            st = {"backbone": bb.name, "dataset": spec.name}
+            st = {"backbone": bb.name, "dataset": spec.name, "fingerprint": fingerprint}
             try:
                 if bb.corpus:
                     prepared = prepared or prepare_dataset(spec, cfg.seed)
