@@ -18,7 +18,9 @@ The recipe: balanced sampling by diagnosis (``--sampling``), an optional project
 stage (``--align-steps``), the encoder's features cached once under ``OUT/feature_cache``.
 
 Prints the tables, writes ``benchmarks/results/bench_caption.json`` and an HTML page
-(``OUT/results/captioning.html``). Runs are kept: a rerun reuses finished ones.
+(``OUT/<recipe>/results/captioning.html``). Runs are kept under a folder named by the recipe
+(every setting the numbers depend on, hashed): a rerun of the same recipe reuses finished ones, a
+changed setting trains and evaluates anew beside them.
 
     nice -n 10 python benchmarks/bench_caption.py --out runs/bench_caption
 
@@ -97,6 +99,18 @@ def pretrain_encoder(manifest: Path, out: Path, budget: int) -> tuple[str, dict]
     return str(weights), json.loads(stamp.read_text())
 
 
+def recipe_tag(args: argparse.Namespace) -> str:
+    """A folder name that changes with every setting a captioner's numbers depend on."""
+    import hashlib
+
+    keys = ("n_train", "n_test", "steps", "batch_size", "image_size", "captions", "max_new_tokens", "projector_lr",
+            "lora_lr", "encoder_weights", "pretrain_budget", "bootstrap", "seed", "align_steps", "sampling", "vqa",
+            "patch_grid", "image_tokens")
+    blob = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True, default=str)
+    return (f"{args.image_tokens}-g{args.patch_grid}-{args.steps}steps-align{args.align_steps}-{args.sampling}"
+            f"-{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -120,6 +134,8 @@ def main() -> None:
     ap.add_argument("--sampling", choices=["uniform", "balanced"], default="balanced",
                     help="balanced: each diagnosis equally likely per draw")
     ap.add_argument("--vqa", action="store_true", help="also train and evaluate the PH2 criteria questions")
+    ap.add_argument("--patch-grid", type=int, default=2, help="image tokens from patches: grid x grid pooled cells")
+    ap.add_argument("--image-tokens", choices=["cls", "patch", "cls+patch"], default="cls+patch")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
@@ -135,23 +151,24 @@ def main() -> None:
     if args.encoder_weights:
         pretrained = args.encoder_weights
     else:
-        pretrained, pre_info = pretrain_encoder(ham_all, out / "pretrain", args.pretrain_budget)
+        pretrained, pre_info = pretrain_encoder(ham_all, out / f"pretrain-{args.pretrain_budget}", args.pretrain_budget)
         timings["pretrain"] = pre_info["seconds"]
 
     t = time.perf_counter()
     lm, tok = load_lm()
     timings["load_lm"] = time.perf_counter() - t
-    encoder_kw = {"encoder": "dermino_vit_tiny_14", "encoder_overrides": dict(ARCH), "patch_grid": 2,
-                  "prompt": "Dermoscopy report:", "lora_r": 8}
+    encoder_kw = {"encoder": "dermino_vit_tiny_14", "encoder_overrides": dict(ARCH), "patch_grid": args.patch_grid,
+                  "image_tokens": args.image_tokens, "prompt": "Dermoscopy report:", "lora_r": 8}
     conditions = {
         "random-init-encoder": (CaptionerSpec(**encoder_kw), None),
         "dermino-encoder": (CaptionerSpec(**encoder_kw), pretrained),
         "lm-alone": (CaptionerSpec(**{**encoder_kw, "image_tokens": "none"}), None),
     }
-    results_dir = out / "results"
+    recipe = recipe_tag(args)  # runs of another recipe live beside, never reused for this one
+    results_dir = out / recipe / "results"
     summary: dict[str, dict] = {}
     for name, (spec, weights) in conditions.items():
-        run = out / name
+        run = out / recipe / name
         cfg = CaptionConfig(
             manifests=[str(ph2_m), str(ham_m)], model=spec, encoder_weights=weights, image_size=args.image_size,
             out=str(run), max_steps=args.steps, batch_size=args.batch_size, projector_lr=args.projector_lr,
@@ -229,7 +246,7 @@ def main() -> None:
     html = render_captioning_html(results_dir)
     dest = REPO / "benchmarks" / "results" / "bench_caption.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"args": vars(args), "pretrain": pre_info, "timings_s": timings,
+    dest.write_text(json.dumps({"args": vars(args), "recipe": recipe, "pretrain": pre_info, "timings_s": timings,
                                 "summary": summary, "examples": examples, "torch_threads": torch.get_num_threads()},
                                indent=2, default=str))
     print(f"\nwrote {dest} and {html}")
