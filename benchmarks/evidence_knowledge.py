@@ -157,10 +157,13 @@ def snapshot(run_dir: Path) -> tuple[Path, int]:
 
 def evaluate(runs: dict[str, dict], manifests: dict[str, Path], out: Path, args: argparse.Namespace) -> dict:
     weights: dict[str, str | None] = {"random-init": None}
-    for n in runs:
+    for n in list(runs):
         export = out / "pretrain" / n / "export" / "teacher_backbone.pt"
         if export.is_file():
             weights[n] = str(export)
+        elif args.finished_only:
+            print(f"{n}: unfinished, left out (--finished-only)", flush=True)
+            del runs[n]
         else:  # unfinished: evaluate its latest checkpoint, and say so
             path, step = snapshot(out / "pretrain" / n)
             weights[n] = str(path)
@@ -223,6 +226,8 @@ def main() -> None:
                     help="pretraining seeds per arm, e.g. 0,1,2 (runs are then named arm@seedN and compared "
                          "across seeds by the leaderboard)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--finished-only", action="store_true",
+                    help="evaluate finished runs only (the leaderboard keeps their cells: evaluate seeds as they finish)")
     ap.add_argument("--eval-size", type=int, default=56)
     args = ap.parse_args()
     args.seed_list = sorted({int(x) for x in args.seeds.split(",") if x.strip()})
