@@ -66,7 +66,6 @@ def test_balanced_accuracy_and_macro_f1_hand_worked():
     assert balanced_accuracy(rare, np.array(["no"] * 10, dtype=object)) == pytest.approx(0.5)
 
 
-
 def test_mean_balanced_accuracy_skips_criteria_with_one_answer_class():
     truth = np.array([True, False, True, False, True, True])
     said = np.array(["yes", "yes", "no", "no", "yes", "no"], dtype=object)
@@ -76,6 +75,7 @@ def test_mean_balanced_accuracy_skips_criteria_with_one_answer_class():
     said[1] = "no"  # veil now perfect -> (1 + 0.5) / 2
     assert mean_balanced_accuracy(truth, said, crit) == pytest.approx(0.75)
     assert np.isnan(mean_balanced_accuracy(truth[4:], said[4:], crit[4:]))
+
 
 def test_vqa_scores_per_criterion_with_cis():
     rng = np.random.default_rng(0)
@@ -135,7 +135,7 @@ def test_vqa_training_evaluation_and_ask(smollm2, tmp_path, capsys):
     assert set(per) == set(QUESTIONS) and all(c["n"] == 2 for c in per.values())
     # trained on "Yes, there is ..." / "No, there is no ..." answers: they parse
     assert v["true_image"]["unknown_share"] < 0.5, v["examples"][:5]
-    if "swapped_image" in v:  # both PH2 diagnoses among the 3 test images: the control ran
+    if "swapped_image" in v:  # both PH2 diagnoses among the test images: the control ran
         assert "paired_mean_balanced_accuracy" in v
     from dermino.report.captioning import vqa_table
 
