@@ -103,10 +103,8 @@ def recipe_tag(args: argparse.Namespace) -> str:
     """A folder name that changes with every setting a captioner's numbers depend on."""
     import hashlib
 
-    keys = ("n_train", "n_test", "steps", "batch_size", "image_size", "captions", "max_new_tokens", "projector_lr",
-            "lora_lr", "encoder_weights", "pretrain_budget", "bootstrap", "seed", "align_steps", "sampling", "vqa",
-            "patch_grid", "image_tokens")
-    blob = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True, default=str)
+    blob = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ("out", "data", "threads")},
+                      default=str)
     return (f"{args.image_tokens}-g{args.patch_grid}-{args.steps}steps-align{args.align_steps}-{args.sampling}"
             f"-{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
 

@@ -144,11 +144,10 @@ def vqa_scores(criteria: Sequence[str], truth: Sequence[bool], answers: Sequence
         f1: Metric = bootstrap_ci(macro_f1, t[rows], said[rows], n_resamples=n_bootstrap, seed=seed)
         per[c] = {"n": int(rows.sum()), "n_present": int(t[rows].sum()), "balanced_accuracy": asdict(ba),
                   "macro_f1": asdict(f1), "unknown": float(np.mean(said[rows] == "unknown"))}
-    bas = [v["balanced_accuracy"]["value"] for v in per.values()]
     f1s = [v["macro_f1"]["value"] for v in per.values()]
     return {
         "per_criterion": per,
-        "mean_balanced_accuracy": float(np.nanmean(bas)) if np.isfinite(bas).any() else float("nan"),
+        "mean_balanced_accuracy": mean_balanced_accuracy(t, said, crit),
         "mean_macro_f1": float(np.nanmean(f1s)) if np.isfinite(f1s).any() else float("nan"),
         "unknown_share": float(np.mean(said == "unknown")) if len(said) else float("nan"),
         "answers_parsed": said.tolist(),
