@@ -142,6 +142,27 @@ def test_no_gap_no_flag_and_small_groups_left_out():
     assert not eo["tpr_gap"]["flag"] and eo["tpr_gap"]["ci_low"] < 0 < eo["tpr_gap"]["ci_high"]
 
 
+def test_group_with_too_few_positives_left_out_of_the_tpr_gap():
+    """A 12-image group holding one positive has a TPR of 0 or 1 in every resample: its bootstrap
+    is degenerate ([1, 1]) and would flag a gap from a single image. It stays in the FPR gap."""
+    preds, groups = _binary_preds(3, bias=0.0)
+    groups = groups.copy()
+    y, p1 = preds.y_true, preds.probs[:, 1]
+    one_positive = np.flatnonzero(y == 1)[np.argmax(p1[y == 1])]  # the surest positive: a hit
+    negatives = np.flatnonzero(y == 0)[:11]
+    groups[np.r_[one_positive, negatives]] = "C"
+    rep = group_calibration_report(preds, {"fitzpatrick_group": groups}, 2, CalibrationConfig(min_group_size=10),
+                                   n_resamples=300)
+    entry = rep["attributes"]["fitzpatrick_group"]
+    assert entry["groups"]["C"]["in_gaps"]  # 12 rows: in the ECE gap
+    eo = entry["equalized_odds"]["1"]
+    assert eo["tpr_by_group"]["C"] == 1.0  # reported ...
+    assert eo["tpr_groups_in_gap"] == ["A", "B"]  # ... but one positive is not a rate to compare
+    assert "C" not in eo["tpr_gap"]["pair"] and not eo["tpr_gap"]["flag"]
+    assert eo["fpr_groups_in_gap"] == ["A", "B", "C"]
+    assert not any("TPR gap" in line for line in flagged_gaps(rep))
+
+
 def test_hand_worked_gap_at_fixed_threshold():
     """Two groups, threshold fixed by validation at 0.6: TPR A = 2/3, TPR B = 1/2; FPR A = 0, FPR B = 1/2."""
     val_probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]])

@@ -15,8 +15,9 @@ Protocol (all selection on validation, never on test):
    on the temperature-scaled one-vs-rest probability. Binary tasks score the positive class
    (class 1: malignant / melanoma); multi-class tasks score every class one-vs-rest.
 4. **Equalised-odds gaps**: for each scored class the largest between-group difference in
-   TPR and in FPR at that threshold (groups smaller than ``min_group_size`` and "unknown" are
-   left out). The gap's CI bootstraps the *signed* difference between the two groups that
+   TPR and in FPR at that threshold ("unknown", groups smaller than ``min_group_size`` and, for
+   each rate, groups with fewer than ``min_group_size`` of the rows it is estimated from --
+   positives of the class for TPR, negatives for FPR -- are left out). The gap's CI bootstraps the *signed* difference between the two groups that
    are highest and lowest on the full test set (resampling test rows of all groups together),
    so "the CI excludes zero" is a meaningful flag; an unsigned max - min is never below zero
    and its interval would exclude zero by construction. The same is done for the ECE gap.
@@ -44,7 +45,7 @@ _EPS = 1e-12
 @dataclass
 class CalibrationConfig:
     n_bins: Annotated[int, AtLeast1] = 15  # equal-width confidence bins for ECE
-    min_group_size: Annotated[int, AtLeast1] = 10  # smaller groups are reported, left out of gaps
+    min_group_size: Annotated[int, AtLeast1] = 10  # smaller groups (or fewer positives / negatives) are reported, left out of gaps
     alpha: Annotated[float, Range(gt=0, lt=1)] = 0.05  # CI level 1 - alpha
 
 
@@ -218,7 +219,11 @@ def group_calibration_report(
                     vals = _rate_matrix(hit, cond, groups, names)
                     reps = _rate_matrix(hit, cond, groups, names, idx)
                     cls[f"{rate}_by_group"] = dict(zip(names, vals.tolist(), strict=True))
-                    cls[f"{rate}_gap"] = _signed_gap(vals, reps, names, cfg.alpha)
+                    # a rate is estimated from the group's positives (TPR) or negatives (FPR): a group
+                    # with one melanoma has a TPR of 0 or 1 and a degenerate bootstrap, not evidence
+                    keep = [j for j, g in enumerate(names) if (cond & (groups == g)).sum() >= cfg.min_group_size]
+                    cls[f"{rate}_groups_in_gap"] = [names[j] for j in keep]
+                    cls[f"{rate}_gap"] = _signed_gap(vals[keep], reps[:, keep], [names[j] for j in keep], cfg.alpha)
                 eo[str(c)] = cls
             entry["equalized_odds"] = eo
         report["attributes"][attr] = entry
